@@ -1,0 +1,7 @@
+"""``python -m segx``: the segx command line."""
+import zlib  # noqa: F401  (before paddle)
+import sys
+
+from segx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""The one place segx imports paddle and paddleseg.
+
+Everything that touches the deep-learning stack goes through here (and the SeaFormer module
+beside it), so moving to another paddle/paddleseg version is a change to this package only.
+``import zlib`` must run before the first ``import paddle``: libpaddle exports its own zlib
+symbols, and importing it first breaks every later zlib user (PNG I/O, sklearn) on this Python.
+"""
+from __future__ import annotations
+
+import zlib  # noqa: F401  (must precede paddle; see the module docstring)
+
+import inspect
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from segx.errors import BackendError, ConfigError, WeightsError
+
+try:
+    import paddle
+    import paddleseg  # noqa: F401
+    from paddleseg.cvlibs import manager
+except ImportError as exc:  # pragma: no cover - exercised only without the stack installed
+    raise BackendError(f"this needs paddlepaddle 2.6.2 and paddleseg 2.8.0 ({exc}).",
+                       solution="run `make install` or `pip install -e .`.") from None
+
+from segx.backend import seaformer  # noqa: F401,E402  (registers SeaFormer)
+
+paddle.disable_signal_handler()  # keep Python's SIGINT handling (Ctrl-C)
+
+
+# --------------------------------------------------------------------------- devices
+def resolve_device(device: str) -> str:
+    """Turn ``Global.device`` into a paddle device string; ``auto`` picks GPU when present."""
+    text = device.strip().lower()
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if text == "auto":
+        return "gpu:0" if has_gpu else "cpu"
+    kind, _, ids = text.partition(":")
+    if kind not in ("cpu", "gpu"):
+        raise ConfigError(f"Global.device='{device}' is not a device segx supports.",
+                          solution="use auto, cpu, gpu, gpu:0 or gpu:0,1.")
+    if kind == "gpu" and not has_gpu:
+        raise ConfigError(f"Global.device='{device}' but no GPU is usable here "
+                          f"(paddle built with CUDA: {paddle.device.is_compiled_with_cuda()}).",
+                          solution="use -o Global.device=cpu, or install paddlepaddle-gpu==2.6.2.")
+    if ids and not all(i.isdigit() for i in ids.split(",")):
+        raise ConfigError(f"Global.device='{device}': device ids must be integers.",
+                          solution="write for example gpu:0 or gpu:0,1.")
+    return f"gpu:{ids.split(',')[0]}" if kind == "gpu" and ids else kind
+
+
+# --------------------------------------------------------------------------- weights
+def weights_cache_dir() -> Path:
+    """Where downloaded or hand-placed weights live (``$SEGX_HOME/weights``, default ~/.segx)."""
+    return Path(os.environ.get("SEGX_HOME", Path.home() / ".segx")) / "weights"
+
+
+def resolve_weights(path_or_url: str) -> Path:
+    """A local weights file for a path or URL, fetching a URL into the cache when reachable.
+
+    Raises:
+        WeightsError: the file is missing, or the URL is not cached and cannot be fetched; the
+            message says exactly where to put the file.
+    """
+    if not path_or_url.startswith(("http://", "https://")):
+        path = Path(path_or_url).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file '{path_or_url}' does not exist.",
+                               solution="give the path of a local .pdparams file, or null.")
+        return path
+    target = weights_cache_dir() / Path(urllib.parse.urlparse(path_or_url).path).name
+    if target.is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".part{os.getpid()}")
+        with urllib.request.urlopen(path_or_url, timeout=15) as resp, open(tmp, "wb") as out:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+        os.replace(tmp, target)
+        return target
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise WeightsError(f"cannot download {path_or_url} ({reason}).",
+                           solution=f"download it elsewhere and put it at {target}, or set the "
+                                    "key to a local .pdparams path or null.") from None
+
+
+def load_pretrained(layer: paddle.nn.Layer, path_or_url: str) -> tuple[int, list[str]]:
+    """Load matching tensors into ``layer``; returns (loaded count, skipped keys)."""
+    state = paddle.load(str(resolve_weights(path_or_url)))
+    own = layer.state_dict()
+    loaded, skipped = {}, []
+    for key, value in state.items():
+        if key in own and list(own[key].shape) == list(value.shape):
+            loaded[key] = value
+        else:
+            skipped.append(key)
+    layer.set_state_dict(loaded)
+    return len(loaded), skipped
+
+
+# --------------------------------------------------------------------------- building
+_KINDS = {"backbone": manager.BACKBONES}
+
+
+def _component(kind: Any, type_name: str, where: str):
+    try:
+        return kind[type_name]
+    except KeyError:
+        import difflib
+        close = difflib.get_close_matches(type_name, list(kind.components_dict), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"{where}.type='{type_name}' is not a known {kind.name[:-1].lower()}."
+                          + hint, solution=f"fix {where}.type.") from None
+
+
+def _build(spec: dict, kind: Any, where: str, extra: dict | None = None):
+    if not isinstance(spec, dict) or not spec.get("type"):
+        raise ConfigError(f"{where} must be a mapping with a 'type'.",
+                          solution=f"set {where}.type, for example PPLiteSeg.")
+    cls = _component(kind, spec["type"], where)
+    kwargs = dict(extra or {})
+    for key, value in spec.items():
+        if key == "type":
+            continue
+        if isinstance(value, dict) and "type" in value:
+            value = _build(value, _KINDS.get(key, manager.MODELS), f"{where}.{key}")
+        elif key == "pretrained" and value:
+            value = str(resolve_weights(value))
+        kwargs[key] = value
+    params = inspect.signature(cls).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            import difflib
+            close = difflib.get_close_matches(unknown[0], list(params), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"{where}.{unknown[0]}: {spec['type']} has no argument "
+                              f"'{unknown[0]}'.{hint}",
+                              solution=f"valid arguments: {', '.join(params)}.")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ConfigError(f"{where}: cannot build {spec['type']} ({exc}).",
+                          solution=f"check the arguments under {where}.") from None
+
+
+def build_model(arch: dict, num_classes: int) -> paddle.nn.Layer:
+    """Build the network described by an ``Arch`` section.
+
+    Args:
+        arch: ``{"type": <model>, "backbone": {"type": ...}, ...}`` (PaddleSeg components, plus
+            segx's SeaFormer).
+        num_classes: the number of output classes.
+    """
+    return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes})
+
+
+def count_params(model: paddle.nn.Layer) -> int:
+    """Number of parameters (trainable and not, excluding BatchNorm running statistics)."""
+    return sum(int(p.size) for p in model.parameters())
+
+
+def forward_random(model: paddle.nn.Layer, height: int, width: int, train: bool = False) -> list:
+    """Run one forward pass on a random 1x3xHxW batch; returns the outputs as numpy arrays."""
+    model.train() if train else model.eval()
+    with paddle.no_grad():
+        outs = model(paddle.rand([1, 3, height, width]))
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    # some training outputs are (logit, edge) pairs consumed by pair losses
+    return [tuple(t.numpy() for t in o) if isinstance(o, (list, tuple)) else o.numpy()
+            for o in outs]

@@ -1,0 +1,119 @@
+"""The segx command line: ``python main.py``, ``python -m segx`` and ``segx`` are this one CLI.
+
+    segx -c MODEL_OR_YAML -o Global.mode=train -o Global.dataset_dir=DATA [-o K=V ...]
+    segx -c MODEL -o K=V --print-config
+    segx --list-models [PATTERN]        (also: segx models [PATTERN])
+    segx demo [--workdir DIR]
+
+Exit codes: 0 success, 2 a user mistake (one line on stderr, no traceback unless
+``-o Global.debug=True``), 1 an internal error (a bug: the traceback is printed).
+"""
+from __future__ import annotations
+
+import zlib  # noqa: F401  (before anything can import paddle; see segx.backend)
+
+import argparse
+import sys
+import traceback
+from typing import Sequence
+
+from segx.errors import SegxError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="segx", description="Semantic segmentation model zoo: check_dataset, train, "
+        "evaluate, export and predict, driven by one YAML per model.",
+        epilog="Examples:\n  segx -c PP-LiteSeg-T -o Global.mode=check_dataset "
+               "-o Global.dataset_dir=DATA\n  segx --list-models 'SegFormer*'\n  segx demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", help="model name (see --list-models) or YAML path")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. -o Train.batch_size=4 (repeatable; "
+                        "later wins)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully merged config and exit")
+    p.add_argument("--list-models", nargs="?", const="", metavar="PATTERN",
+                   help="list registered models, optionally matching a wildcard pattern")
+    return p
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_models(pattern: str | None) -> int:
+    """Print the model table; returns the exit code."""
+    from segx.registry import list_models, model_info
+    names = list_models(pattern or None)
+    if not names:
+        print(f"no model matches '{pattern}'. Run `segx models` for the full list.",
+              file=sys.stderr)
+        return 2
+    head = ("model", "architecture", "backbone", "params(M)", "mIoU*", "dataset*",
+            "GPU ms*", "CPU ms*")
+    rows = []
+    for name in names:
+        info = model_info(name)
+        pub = info.published
+        rows.append((name, info.architecture, info.backbone, _fmt(info.params_m),
+                     _fmt(pub.get("miou")), pub.get("dataset", "-"), _fmt(pub.get("gpu_ms"), ".1f"),
+                     _fmt(pub.get("cpu_ms"), ".1f")))
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for row in [head, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    print(f"\n{len(names)} models. * published figures (PaddleX/PaddleSeg docs), not measured "
+          "by segx; params are counted by segx with 19 classes.")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from segx.config import load_config
+    if not args.config:
+        raise SegxError("no config given.",
+                        solution="pass -c MODEL_NAME or -c path/to/config.yaml "
+                                 "(see --list-models).")
+    cfg = load_config(args.config, args.override)
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    from segx import engine
+    engine.run(cfg)
+    return 0
+
+
+def _debug_requested(overrides: Sequence[str]) -> bool:
+    return any(o.replace(" ", "").lower() in ("global.debug=true", "global.debug=1")
+               for o in overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["models"]:
+        argv = ["--list-models", *argv[1:2]]
+    if argv[:1] == ["demo"]:
+        from segx.demo import main as demo_main
+        return demo_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        if args.list_models is not None:
+            return print_models(args.list_models)
+        return _run(args)
+    except SegxError as exc:
+        if _debug_requested(args.override):
+            traceback.print_exc()
+        print(f"segx: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("segx: interrupted.", file=sys.stderr)
+        return 130
+    except Exception:  # a bug in segx: show everything needed to report it
+        traceback.print_exc()
+        print("segx: internal error (a bug in segx); please report the traceback above.",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,430 @@
+"""Configs: the schema, ``_base_`` inheritance, strict typed ``-o`` overrides.
+
+Every key segx reads is declared once in ``configs/_base_/schema.yaml`` with its default and a
+``# (type) meaning`` comment. Model YAMLs inherit from family bases which inherit from the schema,
+so a model file holds only what differs.
+
+Values are typed like YAML 1.2 scalars (``1e-3`` is a float, ``on`` is a string, ``null`` and
+``None`` are null) and are never evaluated as code. Keys are strict: an unknown key is an error
+that suggests the closest known keys. Only the inside of a free-form value (a key typed ``dict``
+or ``list``, such as ``Arch`` or ``Train.transforms``) may gain new keys; those are checked when
+the component is built.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from segx.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SCHEMA_PATH = CONFIG_DIR / "_base_" / "schema.yaml"
+
+
+# --------------------------------------------------------------------------- YAML with 1.2 scalars
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core-schema scalars.
+
+    PyYAML follows YAML 1.1, where ``on``/``yes`` are booleans and ``1e-3`` is a string. Users
+    expect the opposite, so bools are only true/false, floats include exponent forms without a
+    dot, and ``None`` is null as Python users write it.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag not in (
+        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float", "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:null")]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|None|)$"), ["~", "n", "N", "", None])
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"),
+    list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)?\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*\.[0-9_]*"
+               r"(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node).replace("_", "")
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    return int(text, 0) if text.startswith("0x") else int(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _construct_null(loader: yaml.SafeLoader, node: yaml.Node) -> None:
+    return None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:null", _construct_null)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML text with segx's scalar rules; a syntax error becomes a ConfigError."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{source}{line}: invalid YAML ({getattr(exc, 'problem', exc)}).",
+                          solution="check indentation and quoting on that line.") from None
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style mappings; lists of scalars and small component specs stay on one line."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flat = all(not isinstance(v, (list, dict)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+def _represent_dict(dumper: yaml.SafeDumper, data: dict) -> yaml.Node:
+    flat = "type" in data and all(not isinstance(v, dict) for v in data.values())
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=flat)
+
+
+_Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(dict, _represent_dict)
+
+
+def dump_yaml(data: Any) -> str:
+    """Dump a config to readable YAML, keeping key order."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+# --------------------------------------------------------------------------- the schema
+@dataclass(frozen=True)
+class KeySpec:
+    """One declared key: its type spec (``int?``, ``str|int``, ``choice:a|b``) and its meaning."""
+
+    path: str
+    type: str
+    doc: str
+    default: Any
+
+    @property
+    def nullable(self) -> bool:
+        return self.type.endswith("?")
+
+    @property
+    def base_types(self) -> list[str]:
+        t = self.type.rstrip("?")
+        return ["choice"] if t.startswith("choice:") else t.split("|")
+
+    @property
+    def choices(self) -> list[str]:
+        t = self.type.rstrip("?")
+        return t[len("choice:"):].split("|") if t.startswith("choice:") else []
+
+    @property
+    def free_form(self) -> bool:
+        """True for a ``dict``/``list``/``any`` value whose inside the schema does not fix."""
+        return any(b in ("dict", "list", "any") for b in self.base_types)
+
+    def describe(self) -> str:
+        if self.choices:
+            text = "one of " + ", ".join(self.choices)
+        else:
+            text = " or ".join(self.base_types)
+        return text + (" or null" if self.nullable else "")
+
+
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w]*):(?P<rest>.*)$")
+_TYPE_COMMENT = re.compile(r"#\s*\((?P<type>[^)]+)\)\s*(?P<doc>.*)$")
+
+
+def _parse_schema(path: Path) -> dict[str, KeySpec]:
+    """Read key types and docs from the schema's ``# (type) doc`` comments."""
+    text = path.read_text(encoding="utf-8")
+    defaults = parse_yaml(text, str(path))
+    specs: dict[str, KeySpec] = {}
+    stack: list[tuple[int, str]] = []
+    free_form_depth: int | None = None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        m = _KEY_LINE.match(line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        indent = len(m["indent"])
+        if free_form_depth is not None and indent > free_form_depth:
+            continue  # children of a free-form value are defaults, not declared keys
+        free_form_depth = None
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m["key"]))
+        dotted = ".".join(k for _, k in stack)
+        cm = _TYPE_COMMENT.search(m["rest"])
+        if not cm:
+            raise ConfigError(f"{path}:{lineno}: schema key '{dotted}' has no '# (type) doc' comment.")
+        default: Any = defaults
+        for part in dotted.split("."):
+            default = default[part]
+        spec = KeySpec(dotted, cm["type"].strip(), cm["doc"].strip(), default)
+        specs[dotted] = spec
+        if spec.type != "section" and spec.free_form:
+            free_form_depth = indent
+    return specs
+
+
+_SCHEMA: dict[str, KeySpec] | None = None
+
+
+def schema() -> dict[str, KeySpec]:
+    """The declared keys, by dotted path (sections have type ``section``)."""
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = _parse_schema(SCHEMA_PATH)
+    return _SCHEMA
+
+
+# --------------------------------------------------------------------------- loading
+def _merge(base: dict, over: dict) -> dict:
+    """Deep-merge: dicts merge key by key, everything else replaces; ``_replace_: true`` in a
+    dict replaces the base dict wholesale."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and value.get("_replace_"):
+            out[key] = {k: copy.deepcopy(v) for k, v in value.items() if k != "_replace_"}
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise ConfigError(f"{path}: '_base_' inheritance loops back to itself.",
+                          solution="remove the circular _base_ reference.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config '{path}': {exc.strerror}.",
+                          solution="pass a readable YAML path or a model name from --list-models.")
+    data = parse_yaml(text, str(path)) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}.")
+    bases = data.pop("_base_", [])
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _merge(merged, _load_with_bases((path.parent / base).resolve(), seen + (path,)))
+    return _merge(merged, data)
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """Map ``-c`` (a YAML path or a bare model name) to a file."""
+    p = Path(name_or_path)
+    if p.suffix.lower() in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file '{name_or_path}' does not exist.",
+                              solution="check the path, or pass a model name from --list-models.")
+        return p.resolve()
+    from segx.registry import model_config_path
+    return model_config_path(name_or_path)
+
+
+# --------------------------------------------------------------------------- typing values
+_PY_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list,
+             "dict": dict}
+
+
+def _type_ok(value: Any, spec: KeySpec) -> bool:
+    if value is None:
+        return spec.nullable
+    for base in spec.base_types:
+        if base == "any":
+            return True
+        if base == "choice":
+            if value in spec.choices:
+                return True
+            continue
+        if base in ("int", "float") and isinstance(value, bool):
+            continue
+        if isinstance(value, _PY_TYPES[base]):
+            return True
+    return False
+
+
+def coerce(raw: str, spec: KeySpec | None, key: str) -> Any:
+    """Type one ``-o`` value: YAML 1.2 scalars and flow lists, steered by the key's type.
+
+    A key typed ``str`` keeps the text as written (``Global.output=08`` stays ``"08"``); a float
+    key accepts ints; an int key accepts a float with an integral value (``1e5``).
+    """
+    parsed = parse_yaml(raw, f"-o {key}") if raw.strip() else ""
+    if spec is None:
+        return parsed
+    if isinstance(parsed, float) and "int" in spec.base_types and parsed.is_integer():
+        parsed = int(parsed)
+    if isinstance(parsed, int) and not isinstance(parsed, bool) and "float" in spec.base_types \
+            and "int" not in spec.base_types:
+        parsed = float(parsed)
+    if _type_ok(parsed, spec):
+        return parsed
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    if "str" in spec.base_types or (spec.choices and text in spec.choices):
+        return text
+    raise ConfigError(f"-o {key}={raw}: expected {spec.describe()}, got {parsed!r}.",
+                      solution=f"give {key} a value of that type ({spec.doc}).")
+
+
+# --------------------------------------------------------------------------- the config object
+class Config:
+    """A merged config: nested dicts with dotted access and strict overrides.
+
+    Example:
+        >>> cfg = load_config("PP-LiteSeg-T", ["Train.batch_size=4"])
+        >>> cfg.get("Train.batch_size")
+        4
+    """
+
+    def __init__(self, data: dict, source: str):
+        self.data = data
+        self.source = source
+
+    def __getitem__(self, section: str) -> dict:
+        return self.data[section]
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.data
+        for part in _split_key(dotted):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return default
+        return node
+
+    @property
+    def model_name(self) -> str:
+        return self.data["Global"]["model"]
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.data)
+
+    def override(self, option: str) -> None:
+        """Apply one ``Dotted.key=value``; split on the first ``=`` only."""
+        key, sep, raw = option.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"-o '{option}': expected Dotted.key=value.",
+                              solution="write for example -o Train.batch_size=4.")
+        parts = _split_key(key)
+        specs = schema()
+        node: Any = self.data
+        free = False
+        for i, part in enumerate(parts):
+            here = ".".join(parts[: i + 1])
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                    raise ConfigError(f"-o {key}: '{part}' is not an index of the {len(node)}-item "
+                                      f"list {'.'.join(parts[:i])}.",
+                                      solution=f"use an index from 0 to {len(node) - 1}.")
+                if last:
+                    node[int(part)] = coerce(raw, None, key)
+                    return
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"-o {key}: '{'.'.join(parts[:i])}' is a value, not a section.",
+                                  solution="override the value itself.")
+            spec = None if free else specs.get(here)
+            if part not in node and not free:
+                raise ConfigError(f"-o {key}: unknown key '{here}'." + _suggest(here, self),
+                                  solution="see --print-config or docs/config.md for valid keys.")
+            if spec is not None and spec.type != "section" and spec.free_form:
+                free = True
+            if last:
+                node[part] = coerce(raw, spec if spec and spec.type != "section" else None, key)
+                return
+            node = node.setdefault(part, {}) if free and part not in node else node[part]
+
+    def validate(self) -> None:
+        """Check every declared key's type and reject undeclared keys."""
+        specs = schema()
+        for path, spec in specs.items():
+            value = self.get(path, _MISSING)
+            if value is _MISSING:
+                raise ConfigError(f"{self.source}: missing key '{path}'.",
+                                  solution="do not delete schema keys; set them to null instead.")
+            if spec.type != "section" and not _type_ok(value, spec):
+                raise ConfigError(f"{self.source}: {path}={value!r} is not {spec.describe()}.",
+                                  solution=f"set {path} to {spec.describe()} ({spec.doc}).")
+        for path in _walk_keys(self.data, specs):
+            raise ConfigError(f"{self.source}: unknown key '{path}'." + _suggest(path, self),
+                              solution="remove it or fix its spelling.")
+
+
+_MISSING = object()
+
+
+def _split_key(key: str) -> list[str]:
+    """``Train.transforms[0].size`` and ``Train.transforms.0.size`` both give 4 parts."""
+    return [p for p in re.split(r"\.|\[(\d+)\]", key) if p]
+
+
+def _walk_keys(data: dict, specs: dict[str, KeySpec], prefix: str = "") -> Iterable[str]:
+    """Yield the dotted keys in ``data`` that the schema does not declare."""
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        spec = specs.get(path)
+        if spec is None:
+            yield path
+        elif spec.type == "section" and isinstance(value, dict):
+            yield from _walk_keys(value, specs, path + ".")
+
+
+def _suggest(key: str, cfg: Config) -> str:
+    known = set(schema())
+    known.update(_all_paths(cfg.data))
+    close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def _all_paths(data: Any, prefix: str = "") -> Iterable[str]:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield f"{prefix}{k}"
+            yield from _all_paths(v, f"{prefix}{k}.")
+
+
+def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> Config:
+    """Load a model config (name or path), apply overrides in order and validate.
+
+    Args:
+        name_or_path: a registered model name (``PP-LiteSeg-T``) or a YAML file path.
+        overrides: ``Dotted.key=value`` strings, applied left to right (later wins).
+
+    Raises:
+        ConfigError: unknown model or key, bad value type, bad YAML.
+    """
+    path = resolve_config_path(name_or_path)
+    data = _load_with_bases(path)
+    if path.parent == CONFIG_DIR or not data.get("Global", {}).get("model"):
+        data.setdefault("Global", {})["model"] = path.stem
+    cfg = Config(data, str(path))
+    cfg.validate()
+    for option in overrides:
+        cfg.override(option)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,76 @@
+"""One table from ``Global.mode`` to its handler, used by the CLI and the Python API.
+
+Every run writes ``<Global.output>/<mode>_result.json``: ``{"done_flag": true, ...}`` on success
+and ``{"done_flag": false, "err_type": ..., "err_msg": ...}`` on failure (the reference format).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from segx.config import Config, load_config, schema
+from segx.errors import ConfigError, SegxError
+from segx.fileio import write_json
+
+# mode -> "module:function"; handlers take a Config and return the result dict
+MODES: dict[str, str] = {
+    "check_dataset": "segx.modules.check_dataset:run",
+    "train": "segx.modules.train:run",
+    "evaluate": "segx.modules.evaluate:run",
+    "export": "segx.modules.export:run",
+    "predict": "segx.modules.predict:run",
+}
+assert list(MODES) == schema()["Global.mode"].choices, "schema and MODES must agree"
+
+
+def _handler(mode: str) -> Callable[[Config], dict]:
+    if mode not in MODES:
+        raise ConfigError(f"Global.mode='{mode}' is not a mode.",
+                          solution=f"use one of {', '.join(MODES)}.")
+    module, func = MODES[mode].split(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        raise SegxError(f"mode '{mode}' is not available in this version of segx yet.",
+                        solution="see docs/roadmap.md for what each release adds.") from None
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Run ``cfg``'s mode and write its result JSON; returns the result dict.
+
+    Raises:
+        SegxError: a user mistake (the failure JSON is written first).
+    """
+    mode = cfg.get("Global.mode")
+    out = Path(cfg.get("Global.output"))
+    result_path = out / f"{mode}_result.json"
+    try:
+        result = {"done_flag": True, **(_handler(mode)(cfg) or {})}
+    except BaseException as exc:
+        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            write_json(result_path, {"done_flag": False, "err_type": type(exc).__name__,
+                                     "err_msg": str(exc)})
+        raise
+    write_json(result_path, result)
+    return result
+
+
+def run_mode(model: str, mode: str, overrides: Iterable[str] = (), **options: Any) -> dict:
+    """Python API: run one mode like the CLI does.
+
+    Args:
+        model: a model name or YAML path.
+        mode: one of :data:`MODES`.
+        overrides: ``Dotted.key=value`` strings.
+        **options: more overrides as ``Section__key=value`` keyword arguments
+            (``Global__output="out"``).
+
+    Example:
+        >>> run_mode("PP-LiteSeg-T", "check_dataset", ["Global.dataset_dir=data"])
+    """
+    extra = [f"{k.replace('__', '.')}={v}" for k, v in options.items()]
+    cfg = load_config(model, [*overrides, *extra, f"Global.mode={mode}"])
+    return run(cfg)

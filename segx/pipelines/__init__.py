@@ -1,0 +1,1 @@
+"""Pipelines that wrap a segx model for applications (see docs/roadmap.md)."""
