@@ -49,10 +49,16 @@ def run(cfg: Config) -> dict[str, Any]:
     result_path = out / f"{mode}_result.json"
     try:
         result = {"done_flag": True, **(_handler(mode)(cfg) or {})}
-    except BaseException as exc:
-        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+    except SegxError as exc:
+        if exc.report is not None:
+            write_json(result_path, {"done_flag": True, **exc.report})
+        else:
             write_json(result_path, {"done_flag": False, "err_type": type(exc).__name__,
                                      "err_msg": str(exc)})
+        raise
+    except Exception as exc:
+        write_json(result_path, {"done_flag": False, "err_type": type(exc).__name__,
+                                 "err_msg": str(exc)})
         raise
     write_json(result_path, result)
     return result

@@ -13,12 +13,15 @@ class SegxError(Exception):
     Args:
         message: what is wrong, naming the key or file.
         solution: how to fix it, or None.
+        report: a complete result for ``<mode>_result.json`` (a check that ran to the end and
+            found problems); None writes the reference failure form.
     """
 
-    def __init__(self, message: str, *, solution: str | None = None):
+    def __init__(self, message: str, *, solution: str | None = None, report: dict | None = None):
         super().__init__(message)
         self.message = message
         self.solution = solution
+        self.report = report
 
     def __str__(self) -> str:
         if self.solution:

@@ -75,15 +75,16 @@ def resolve_weights(path_or_url: str) -> Path:
     target = weights_cache_dir() / Path(urllib.parse.urlparse(path_or_url).path).name
     if target.is_file():
         return target
+    tmp = target.with_name(target.name + f".part{os.getpid()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + f".part{os.getpid()}")
         with urllib.request.urlopen(path_or_url, timeout=15) as resp, open(tmp, "wb") as out:
             while chunk := resp.read(1 << 20):
                 out.write(chunk)
         os.replace(tmp, target)
         return target
     except (urllib.error.URLError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise WeightsError(f"cannot download {path_or_url} ({reason}).",
                            solution=f"download it elsewhere and put it at {target}, or set the "

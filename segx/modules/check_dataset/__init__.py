@@ -1,0 +1,182 @@
+"""check_dataset mode: convert -> split -> check -> analyse, reported in
+``<Global.output>/check_dataset_result.json`` (the reference keys plus what users need).
+
+The check fails (``check_pass: false``, non-zero exit after the report is written) on any
+error-level problem. Source files are never modified: fixes and conversions go to new folders;
+a re-split rewrites only the list files, keeping the old ones as backups.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from segx.config import Config
+from segx.errors import DatasetError
+from segx.modules.check_dataset.checks import (
+    IGNORE, Encoding, Findings, all_samples, check_ids, check_samples, class_statistics,
+    detect_encoding, group_by_split)
+from segx.modules.check_dataset.dataset import Layout, Problem, read_layout
+from segx.modules.check_dataset.scan import scan_all
+
+NAME_FILES = ("class_names.txt", "labels.txt")
+
+
+class CheckFailed(DatasetError):
+    """The dataset has error-level problems; the report has been written."""
+
+
+def read_class_names(root: Path) -> list[str]:
+    """Class names from ``class_names.txt`` or labelme's ``labels.txt`` (``__ignore__`` skipped)."""
+    for name in NAME_FILES:
+        path = root / name
+        if path.is_file():
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+            return [n for n in names if n != "__ignore__"]
+    return []
+
+
+def _analyse(layout: Layout, cfg: Config, out: Path) -> tuple[dict, Encoding, list[Problem]]:
+    """Scan, check and summarise one dataset folder."""
+    samples = all_samples(layout)
+    scans = group_by_split(layout, scan_all(samples, cfg.get("CheckDataset.num_workers")))
+    findings = Findings(layout.problems)
+    check_samples(layout, scans, findings)
+    enc, enc_problems = detect_encoding([s for v in scans.values() for s in v])
+    for p in enc_problems:
+        findings.add(p)
+    stats = class_statistics(layout, scans, enc)
+    check_ids(stats, cfg.get("Train.num_classes"), findings)
+    ids = sorted({i for st in stats.values() for i in st["pixels"] if i != IGNORE})
+    num_classes = max(ids) + 1 if ids else 0
+    names = read_class_names(layout.root)
+    if names and len(names) < num_classes:
+        findings.add(Problem("error", "unnamed_ids",
+                             f"labels use ids up to {num_classes - 1} but the class list names "
+                             f"only {len(names)} classes.", "add a name per id, in id order.",
+                             file=next(n for n in NAME_FILES if (layout.root / n).is_file())))
+    elif names:
+        num_classes = len(names)  # a declared class list sets the id space; absent ids are fine
+        findings.problems = [
+            Problem("info", p.code, p.message + " (the class list declares them).")
+            if p.code in ("sparse_ids", "ids_start_at_1") else p for p in findings.problems]
+    explicit = cfg.get("Train.num_classes")
+    if explicit is not None and explicit > num_classes:
+        findings.add(Problem("warning", "empty_classes",
+                             f"Train.num_classes={explicit} but labels use only ids 0.."
+                             f"{num_classes - 1}.", "check Train.num_classes."))
+    summary = {"num_classes": num_classes, "class_ids": ids, "names": names, "stats": stats}
+    return summary, enc, findings.finish()
+
+
+def _samples_json(layout: Layout, enc: Encoding, names: list[str], out: Path, n: int) -> dict:
+    from segx.modules.check_dataset.visualize import overlay
+    paths: dict[str, list[str]] = {}
+    for split, samples in layout.samples.items():
+        paths[split] = []
+        for k, s in enumerate(samples[:n]):
+            rel = f"check_dataset/demo_img/{split}_{k:02d}_{s.image.stem}.png"
+            try:
+                overlay(s, enc, names).save(out / rel)
+            except (OSError, ValueError):
+                continue  # unreadable pairs are already reported as problems
+            paths[split].append(rel)
+    return paths
+
+
+def run(cfg: Config) -> dict:
+    """Run check_dataset for ``cfg``; raises CheckFailed after writing a failing report."""
+    dataset_dir = cfg.get("Global.dataset_dir")
+    if not dataset_dir:
+        raise DatasetError("Global.dataset_dir is not set.",
+                           solution="pass -o Global.dataset_dir=path/to/dataset.")
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder '{root}' does not exist.",
+                           solution="check -o Global.dataset_dir (relative paths start from "
+                                    f"{Path.cwd()}).")
+    out = Path(cfg.get("Global.output"))
+    (out / "check_dataset" / "demo_img").mkdir(parents=True, exist_ok=True)
+    notes: dict = {}
+    if cfg.get("CheckDataset.convert.enable"):
+        from segx.modules.check_dataset.labelme import convert
+        target = Path(cfg.get("CheckDataset.convert.output_dir") or out / "converted_dataset")
+        notes["conversion"] = convert(root, target, cfg.get("Global.seed"))
+        root = target
+    if cfg.get("CheckDataset.split.enable"):
+        from segx.modules.check_dataset.split import split_dataset
+        notes["split"] = split_dataset(root, cfg.get("CheckDataset.split.train_percent"),
+                                       cfg.get("CheckDataset.split.val_percent"),
+                                       cfg.get("CheckDataset.split.test_percent"),
+                                       cfg.get("Global.seed"))
+    layout = read_layout(root)
+    summary, enc, problems = _analyse(layout, cfg, out)
+    if cfg.get("CheckDataset.fix_labels") and enc.needs_fix:
+        from segx.modules.check_dataset.fix import write_fixed
+        target = Path(cfg.get("CheckDataset.fix_output_dir") or out / "fixed_dataset")
+        write_fixed(layout, enc, target, summary["names"], cfg.get("CheckDataset.num_workers"))
+        notes["fix"] = {"source": str(root), "fixed_dataset": str(target),
+                        "encoding": enc.as_dict(),
+                        "next": f"train with -o Global.dataset_dir={target}"}
+        root = target
+        layout = read_layout(root)
+        summary, enc, problems = _analyse(layout, cfg, out)
+    errors = [p for p in problems if p.severity == "error"]
+    names = summary["names"]
+    sample_paths = _samples_json(layout, enc, names, out, cfg.get("CheckDataset.sample_num"))
+    from segx.modules.check_dataset.visualize import histogram
+    histogram(summary["stats"], names, out / "check_dataset" / "histogram.png")
+    stats = summary["stats"]
+    result = {
+        "check_pass": not errors,
+        "attributes": {
+            "train_sample_paths": sample_paths.get("train", []),
+            "train_samples": stats.get("train", {}).get("samples", 0),
+            "val_sample_paths": sample_paths.get("val", []),
+            "val_samples": stats.get("val", {}).get("samples", 0),
+            "num_classes": summary["num_classes"],
+            "class_ids": summary["class_ids"],
+            "class_names": names,
+            "label_encoding": enc.as_dict(),
+            "test_samples": stats.get("test", {}).get("samples", 0),
+        },
+        "analysis": {"histogram": "check_dataset/histogram.png",
+                     "classes": {split: st for split, st in stats.items()}},
+        "problems": [p.as_dict() for p in problems],
+        "dataset_path": str(root),
+        "show_type": "image",
+        "dataset_type": "SegDataset",
+        **notes,
+    }
+    _print_summary(result, problems)
+    if errors:
+        first = errors[0]
+        where = f" ({first.file}{':' + str(first.line) if first.line else ''})" if first.file else ""
+        raise CheckFailed(f"dataset check failed with {len(errors)} error(s); first: "
+                          f"{first.code}{where}: {first.message}",
+                          solution=f"{first.fix} Every problem is listed in "
+                                   f"{out / 'check_dataset_result.json'}.", report=result)
+    return result
+
+
+def _print_summary(result: dict, problems: list[Problem]) -> None:
+    a = result["attributes"]
+    print(f"dataset: {result['dataset_path']}")
+    print(f"  train {a['train_samples']}, val {a['val_samples']}, test {a['test_samples']} "
+          f"samples; {a['num_classes']} classes {a['class_ids']}; labels: "
+          f"{a['label_encoding']['name']}")
+    for p in problems:
+        print(f"  {p}")
+    print("check passed." if result["check_pass"] else "check FAILED.")
+
+
+def recorded_classes(output: str | Path) -> tuple[int, list[str]] | None:
+    """The class count and names a passing check recorded in ``output`` (for train/evaluate)."""
+    import json
+    path = Path(output) / "check_dataset_result.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not data.get("check_pass"):
+        return None
+    return data["attributes"]["num_classes"], data["attributes"].get("class_names", [])
+

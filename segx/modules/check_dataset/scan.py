@@ -1,0 +1,145 @@
+"""Decode every image and label once, on all cores, and keep only what the checks need."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from segx.modules.check_dataset.dataset import Sample
+
+_ORIENTATION = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+MAX_COLOURS = 1024  # a colour label with more distinct colours is not a colour table
+
+
+@dataclass
+class Scan:
+    """What one sample's decode tells the checker (picklable, small)."""
+
+    image_error: str | None = None
+    label_error: str | None = None
+    image_size: tuple[int, int] | None = None  # (w, h) after EXIF orientation
+    image_mode: str | None = None
+    label_size: tuple[int, int] | None = None
+    label_mode: str | None = None
+    label_format: str | None = None
+    counts: dict[int, int] = field(default_factory=dict)  # id -> pixels (single-channel labels)
+    colours: dict[tuple, int] | None = None  # colour -> pixels (multi-channel labels)
+    grey_colours: bool = False  # a multi-channel label whose channels are all equal
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    orientation = im.getexif().get(_ORIENTATION, 1)
+    return (im.height, im.width) if orientation in _SWAPS_AXES else (im.width, im.height)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image PIL can read"
+    return f"unreadable ({exc})"
+
+
+def scan_sample(image: Path, label: Path) -> Scan:
+    """Decode one pair fully (so truncation is caught) and summarise it."""
+    s = Scan()
+    try:
+        with Image.open(image) as im:
+            s.image_size, s.image_mode = _oriented_size(im), im.mode
+            im.load()
+    except Exception as exc:  # noqa: BLE001 - every decode failure is a reported problem
+        s.image_error = _describe(exc)
+    try:
+        with Image.open(label) as lb:
+            s.label_size, s.label_mode, s.label_format = _oriented_size(lb), lb.mode, lb.format
+            lb = ImageOps.exif_transpose(lb) if lb.getexif().get(_ORIENTATION, 1) != 1 else lb
+            arr = np.asarray(lb)
+    except Exception as exc:  # noqa: BLE001
+        s.label_error = _describe(exc)
+        return s
+    if arr.ndim == 2:
+        flat = arr.ravel()
+        if arr.dtype == np.bool_:
+            flat = flat.astype(np.uint8)
+        if flat.dtype == np.uint8:
+            hist = np.bincount(flat, minlength=256)
+            ids = np.flatnonzero(hist)
+            s.counts = {int(i): int(hist[i]) for i in ids}
+        else:
+            ids, cnt = np.unique(flat, return_counts=True)
+            s.counts = {int(i): int(c) for i, c in zip(ids, cnt)}
+    else:
+        channels = arr.reshape(-1, arr.shape[-1])
+        s.grey_colours = bool((channels == channels[:, :1]).all())
+        packed = np.zeros(len(channels), np.uint64)
+        for c in range(channels.shape[1]):
+            packed = (packed << np.uint64(16)) | channels[:, c].astype(np.uint64)
+        ids, cnt = np.unique(packed, return_counts=True)
+        if len(ids) <= MAX_COLOURS:
+            n = channels.shape[1]
+            s.colours = {tuple(int(v >> np.uint64(16 * (n - 1 - c))) & 0xFFFF for c in range(n)):
+                         int(k) for v, k in zip(ids, cnt)}
+        else:
+            s.colours = {}
+    return s
+
+
+def _scan_pair(pair: tuple[Path, Path]) -> Scan:
+    return scan_sample(*pair)
+
+
+def scan_all(samples: list[Sample], workers: int | None = None) -> list[Scan]:
+    """Scan samples in parallel with a progress display; order is preserved."""
+    workers = workers or os.cpu_count() or 1
+    pairs = [(s.image, s.label) for s in samples]
+    if not pairs:
+        return []
+    chunk = max(1, min(64, len(pairs) // (workers * 8) or 1))
+    progress = _Progress(len(pairs))
+    if workers == 1 or len(pairs) < 8:
+        results = []
+        for p in pairs:
+            results.append(_scan_pair(p))
+            progress.step()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            results = []
+            for r in pool.map(_scan_pair, pairs, chunksize=chunk):
+                results.append(r)
+                progress.step()
+    progress.close()
+    return results
+
+
+class _Progress:
+    """A progress bar on a terminal, a few plain lines otherwise."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("checking samples", total=total)
+        self.next_log = 0.25
+
+    def step(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.advance(self.task)
+        elif self.done / self.total >= self.next_log:
+            rate = self.done / max(time.monotonic() - self.t0, 1e-9)
+            print(f"checked {self.done}/{self.total} samples ({rate:.0f}/s)", file=sys.stderr)
+            self.next_log += 0.25
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

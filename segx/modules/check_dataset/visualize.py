@@ -1,0 +1,94 @@
+"""Overlay samples with a colour legend, and the class histogram."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+from segx.modules.check_dataset.checks import IGNORE, Encoding
+from segx.modules.check_dataset.dataset import Sample
+from segx.palette import voc_palette
+
+PALETTE = voc_palette()
+
+
+def read_ids(label: Path, enc: Encoding) -> np.ndarray:
+    """A label file as an H x W array of class ids under ``enc``."""
+    with Image.open(label) as lb:
+        lb = ImageOps.exif_transpose(lb)
+        arr = np.asarray(lb)
+    if arr.ndim == 3:
+        if enc.colour_map:
+            rgb = arr[..., :3]
+            out = np.full(arr.shape[:2], IGNORE, np.uint8)
+            for colour, i in enc.colour_map.items():
+                out[(rgb == np.array(colour[:3], arr.dtype)).all(-1)] = i
+            return out
+        arr = arr[..., 0]
+    arr = arr.astype(np.int64)
+    if enc.threshold is not None:
+        return (arr >= enc.threshold).astype(np.uint8)
+    if enc.id_map:
+        lut = np.arange(max(int(arr.max()) + 1, 256))
+        for k, v in enc.id_map.items():
+            lut[k] = v
+        arr = lut[arr]
+    return arr.clip(0, 255).astype(np.uint8)
+
+
+def overlay(sample: Sample, enc: Encoding, names: list[str]) -> Image.Image:
+    """The image with its label blended in and a legend of the classes it contains."""
+    with Image.open(sample.image) as im:
+        rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), np.float32)
+    ids = read_ids(sample.label, enc)
+    if ids.shape != rgb.shape[:2]:
+        ids = np.asarray(Image.fromarray(ids).resize(rgb.shape[1::-1], Image.NEAREST))
+    colour = PALETTE[ids].astype(np.float32)
+    mask = (ids != IGNORE)[..., None]
+    blended = np.where(mask, 0.5 * rgb + 0.5 * colour, rgb).astype(np.uint8)
+    present = [int(i) for i in np.unique(ids) if i != IGNORE]
+    row = 14
+    canvas = Image.new("RGB", (blended.shape[1], blended.shape[0] + row * len(present) + 4),
+                       "white")
+    canvas.paste(Image.fromarray(blended), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for k, cid in enumerate(present):
+        y = blended.shape[0] + 2 + k * row
+        draw.rectangle([2, y, 12, y + 10], fill=tuple(int(c) for c in PALETTE[cid]))
+        draw.text((16, y - 1), f"{cid}: {names[cid] if cid < len(names) else cid}", fill="black")
+    return canvas
+
+
+def histogram(stats: dict, names: list[str], path: Path) -> None:
+    """Per-class pixel share and image presence for each split, one bar per real class id."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    splits = [s for s in ("train", "val", "test") if s in stats]
+    ids = sorted({i for s in splits for i in stats[s]["pixels"] if i != IGNORE})
+    n = max(len(ids), 1)
+    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.14 * n * len(splits) + 2), 7), dpi=110)
+    x = np.arange(len(ids))
+    width = 0.8 / len(splits)
+    for k, split in enumerate(splits):
+        st = stats[split]
+        total = sum(v for i, v in st["pixels"].items() if i != IGNORE) or 1
+        share = [100 * st["pixels"].get(i, 0) / total for i in ids]
+        presence = [100 * st["images"].get(i, 0) / max(st["samples"], 1) for i in ids]
+        axes[0].bar(x + k * width, share, width, label=split)
+        axes[1].bar(x + k * width, presence, width, label=split)
+    labels = [f"{i} {names[i]}" if i < len(names) else str(i) for i in ids]
+    small = n > 30
+    for ax, ylabel in zip(axes, ("% of labelled pixels", "% of images containing")):
+        ax.set_xticks(x + width * (len(splits) - 1) / 2)
+        ax.set_xticklabels(labels, rotation=90 if small or n > 10 else 0,
+                           fontsize=5 if small else 8)
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        ax.set_xlim(-0.6, len(ids))
+    axes[0].set_title("Class balance by split (bars are class ids as stored)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

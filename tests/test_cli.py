@@ -1,0 +1,85 @@
+"""The command line, through a subprocess: exit codes, one-line errors, listing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT, run_cli
+from segx.registry import list_models
+
+
+def test_typo_key_exits_2_with_suggestion():
+    r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mod=train")
+    assert r.returncode == 2
+    assert "Global.mode" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_print_config_shows_override():
+    r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.output=dir", "--print-config")
+    assert r.returncode == 0 and "  output: dir\n" in r.stdout
+
+
+def test_config_by_path_equals_by_name():
+    a = run_cli("-c", "segx/configs/PP-LiteSeg-T.yaml", "--print-config")
+    b = run_cli("-c", "PP-LiteSeg-T", "--print-config")
+    assert a.returncode == b.returncode == 0 and a.stdout == b.stdout
+
+
+def test_bad_mode_lists_modes():
+    r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mode=fit")
+    assert r.returncode == 2
+    assert "check_dataset, train, evaluate, export, predict" in r.stderr
+
+
+def test_unknown_model():
+    r = run_cli("-c", "Deeplabv3-R5O")
+    assert r.returncode == 2 and "Did you mean Deeplabv3-R50" in r.stderr
+
+
+def test_no_config():
+    r = run_cli()
+    assert r.returncode == 2 and "-c MODEL_NAME" in r.stderr
+
+
+def test_debug_shows_traceback():
+    r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.debug=True", "-o", "Train.batch_size=x")
+    assert r.returncode == 2 and "Traceback" in r.stderr
+
+
+def test_list_models_lists_every_model():
+    r = run_cli("--list-models")
+    assert r.returncode == 0
+    listed = {line.split()[0] for line in r.stdout.splitlines()[1:] if line.strip()}
+    assert set(list_models()) <= listed
+    assert "73.10" in r.stdout and "published" in r.stdout
+
+
+def test_models_subcommand_and_module_entry():
+    r = subprocess.run([sys.executable, "-m", "segx", "models", "SeaFormer*"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0
+    assert [l.split()[0] for l in r.stdout.splitlines()[1:5]] == [
+        "SeaFormer_base", "SeaFormer_large", "SeaFormer_small", "SeaFormer_tiny"]
+    r = run_cli("--list-models", "zzz")
+    assert r.returncode == 2
+
+
+def test_failure_writes_reference_result_json(tmp_path):
+    r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mode=check_dataset",
+                "-o", f"Global.output={tmp_path}", "-o", f"Global.dataset_dir={tmp_path}/none")
+    assert r.returncode == 2
+    result = json.loads((tmp_path / "check_dataset_result.json").read_text())
+    assert result["done_flag"] is False and result["err_type"] and result["err_msg"]
+
+
+def test_internal_error_exits_1(monkeypatch, capsys):
+    from segx import cli, engine
+
+    def boom(cfg):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(engine, "run", boom)
+    assert cli.main(["-c", "PP-LiteSeg-T"]) == 1
+    assert "internal error" in capsys.readouterr().err

@@ -1,0 +1,98 @@
+"""The model zoo: every YAML is a model that builds and runs a forward pass on CPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segx.config import load_config
+from segx.errors import ConfigError, UnknownModelError, WeightsError
+from segx.registry import list_models, model_config_path
+
+REQUIRED = [
+    "Deeplabv3-R50", "Deeplabv3-R101", "Deeplabv3_Plus-R50", "Deeplabv3_Plus-R101",
+    "OCRNet_HRNet-W18", "OCRNet_HRNet-W48", "PP-LiteSeg-T", "PP-LiteSeg-B",
+    *[f"SegFormer-B{i}" for i in range(6)],
+    "SeaFormer_tiny", "SeaFormer_small", "SeaFormer_base", "SeaFormer_large",
+    "BiSeNetV2", "LRASPP-MobileNetV3_large_x1_0", "LRASPP-MobileNetV3_large_x1_0_os8",
+    "Fast-SCNN", "U-Net", "Attention_U-Net", "U-Net++", "U-Net3+", "U2-Net", "U2-Net-p",
+    "FCN_HRNet-W18", "FCN_HRNet-W48",
+    *[f"{m}-R{d}" for m in ("PSPNet", "ANN", "DANet", "GCNet", "EMANet", "ISANet", "DNLNet")
+      for d in (50, 101)],
+    "SFNet-R18", "SFNet-R50", "DecoupledSegNet-R50", "DecoupledSegNet-R101", "GSCNN-R50",
+    "HarDNet", "FCN_ShuffleNetV2_x1_0",
+]
+
+
+def test_registry_holds_the_zoo():
+    assert set(REQUIRED) <= set(list_models())
+
+
+def test_patterns():
+    assert list_models("SegFormer-B*") == [f"SegFormer-B{i}" for i in range(6)]
+    assert list_models("liteseg") == ["PP-LiteSeg-B", "PP-LiteSeg-T"]
+    assert list_models("nothing-like-this") == []
+
+
+def test_unknown_model_suggests():
+    with pytest.raises(UnknownModelError, match="Did you mean PP-LiteSeg-T"):
+        model_config_path("PP-LiteSeg-X")
+    assert model_config_path("pp-liteseg-t").stem == "PP-LiteSeg-T"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_builds_and_runs(name):
+    from segx import backend
+    cfg = load_config(name)
+    assert cfg.get("Global.model") == name and cfg.get("Arch.type")
+    model = backend.build_model(cfg["Arch"], num_classes=19)
+    assert backend.count_params(model) / 1e6 == pytest.approx(cfg.get("Meta.params_m"), abs=0.01)
+    size = cfg.get("Meta.min_input")
+    train_outs = backend.forward_random(model, size, 2 * size, train=True)
+    # one loss per training output, or the train loop would silently drop terms
+    assert len(train_outs) == len(cfg.get("Train.losses.types")) == len(cfg.get("Train.losses.coef"))
+    (logits, *_) = backend.forward_random(model, size, 2 * size, train=False)
+    assert logits.shape == (1, 19, size, 2 * size)
+    assert np.isfinite(logits).all()
+
+
+def test_seaformer_matches_paper_sizes():
+    """SeaFormer is segx's own implementation; the paper gives 1.7/4.0/8.6/14.0 M parameters."""
+    for name, paper in [("SeaFormer_tiny", 1.7), ("SeaFormer_small", 4.0),
+                        ("SeaFormer_base", 8.6), ("SeaFormer_large", 14.0)]:
+        assert load_config(name).get("Meta.params_m") == pytest.approx(paper, abs=0.06)
+
+
+def test_bad_arch_argument_suggests():
+    from segx import backend
+    cfg = load_config("PP-LiteSeg-T", ["Arch.arm_out_chz=[1,2,3]"])
+    with pytest.raises(ConfigError, match="PPLiteSeg has no argument 'arm_out_chz'.*arm_out_chs"):
+        backend.build_model(cfg["Arch"], 2)
+    cfg = load_config("PP-LiteSeg-T", ["Arch.backbone.type=STDC3"])
+    with pytest.raises(ConfigError, match="Arch.backbone.type='STDC3'.*STDC1"):
+        backend.build_model(cfg["Arch"], 2)
+
+
+def test_pretrained_never_downloads_silently(tmp_path, monkeypatch):
+    from segx import backend
+    monkeypatch.setenv("SEGX_HOME", str(tmp_path))
+    with pytest.raises(WeightsError, match=r"cannot download .* put it at .*weights/x\.pdparams"):
+        backend.resolve_weights("http://127.0.0.1:9/x.pdparams")
+    with pytest.raises(WeightsError, match="does not exist"):
+        backend.resolve_weights(str(tmp_path / "missing.pdparams"))
+    # a file placed in the cache is used without any network
+    assert list((tmp_path / "weights").iterdir()) == []  # no partial file left behind
+    (tmp_path / "weights" / "x.pdparams").write_bytes(b"")
+    assert backend.resolve_weights("http://127.0.0.1:9/x.pdparams").name == "x.pdparams"
+
+
+def test_full_checkpoint_loads_into_seaformer(tmp_path):
+    import paddle
+    from segx import backend
+    cfg = load_config("SeaFormer_tiny")
+    src = backend.build_model(cfg["Arch"], 3)
+    paddle.save(src.state_dict(), str(tmp_path / "m.pdparams"))
+    dst = backend.build_model(cfg["Arch"], 3)
+    loaded, skipped = backend.load_pretrained(dst, str(tmp_path / "m.pdparams"))
+    assert skipped == [] and loaded == len(src.state_dict())
+    for k, v in src.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), dst.state_dict()[k].numpy())
