@@ -25,8 +25,7 @@ class Encoding:
     @property
     def mandatory(self) -> bool:
         """Labels cannot be trained on as stored (not just wasteful): stats count them fixed."""
-        return self.name in ("binary_0_255", "binary_0_255_antialiased", "colour") \
-            or self.channel_reduce
+        return self.name in ("binary_0_255", "binary_0_255_antialiased", "colour")
 
     @property
     def needs_fix(self) -> bool:

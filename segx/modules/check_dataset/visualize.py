@@ -30,7 +30,7 @@ def read_ids(label: Path, enc: Encoding) -> np.ndarray:
     if enc.threshold is not None:
         return (arr >= enc.threshold).astype(np.uint8)
     if enc.id_map:
-        lut = np.arange(max(int(arr.max()) + 1, 256))
+        lut = np.arange(max(int(arr.max()) + 1, max(enc.id_map) + 1, 256))
         for k, v in enc.id_map.items():
             lut[k] = v
         arr = lut[arr]
