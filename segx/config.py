@@ -13,7 +13,6 @@ the component is built.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from segx.errors import ConfigError
+from segx.errors import ConfigError, did_you_mean
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCHEMA_PATH = CONFIG_DIR / "_base_" / "schema.yaml"
@@ -395,10 +394,7 @@ def _walk_keys(data: dict, specs: dict[str, KeySpec], prefix: str = "") -> Itera
 
 
 def _suggest(key: str, cfg: Config) -> str:
-    known = set(schema())
-    known.update(_all_paths(cfg.data))
-    close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
-    return f" Did you mean {', '.join(close)}?" if close else ""
+    return did_you_mean(key, set(schema()) | set(_all_paths(cfg.data)))
 
 
 def _all_paths(data: Any, prefix: str = "") -> Iterable[str]:

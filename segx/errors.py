@@ -6,6 +6,9 @@ is a bug in segx and exits with code 1.
 """
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class SegxError(Exception):
     """An error caused by user input (a config key, a file, a dataset), with a fix hint.
@@ -47,3 +50,9 @@ class WeightsError(SegxError):
 
 class BackendError(SegxError):
     """The deep-learning backend (paddle, paddleseg) is missing or unusable."""
+
+
+def did_you_mean(word: str, options: Iterable[str], cutoff: float = 0.6) -> str:
+    """`` Did you mean a, b?`` for the closest options, or an empty string."""
+    close = difflib.get_close_matches(word, sorted(options), n=3, cutoff=cutoff)
+    return f" Did you mean {', '.join(close)}?" if close else ""

@@ -5,14 +5,13 @@ lists model names, so adding a YAML adds a model everywhere (CLI, API, docs, tes
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segx.config import CONFIG_DIR
-from segx.errors import UnknownModelError
+from segx.errors import UnknownModelError, did_you_mean
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -39,9 +38,7 @@ def model_config_path(name: str) -> Path:
     lower = {n.lower(): n for n in names}
     if name.lower() in lower:
         return CONFIG_DIR / f"{lower[name.lower()]}.yaml"
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise UnknownModelError(f"unknown model '{name}'.{hint}",
+    raise UnknownModelError(f"unknown model '{name}'.{did_you_mean(name, names, cutoff=0.5)}",
                             solution="pass a YAML path, or a name from `segx models`.")
 
 

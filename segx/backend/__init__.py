@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from segx.errors import BackendError, ConfigError, WeightsError
+from segx.errors import BackendError, ConfigError, WeightsError, did_you_mean
 
 try:
     import paddle
@@ -113,11 +113,9 @@ def _component(kind: Any, type_name: str, where: str):
     try:
         return kind[type_name]
     except KeyError:
-        import difflib
-        close = difflib.get_close_matches(type_name, list(kind.components_dict), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"{where}.type='{type_name}' is not a known {kind.name[:-1].lower()}."
-                          + hint, solution=f"fix {where}.type.") from None
+                          + did_you_mean(type_name, kind.components_dict),
+                          solution=f"fix {where}.type.") from None
 
 
 def _build(spec: dict, kind: Any, where: str, extra: dict | None = None):
@@ -138,11 +136,8 @@ def _build(spec: dict, kind: Any, where: str, extra: dict | None = None):
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         unknown = [k for k in kwargs if k not in params]
         if unknown:
-            import difflib
-            close = difflib.get_close_matches(unknown[0], list(params), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"{where}.{unknown[0]}: {spec['type']} has no argument "
-                              f"'{unknown[0]}'.{hint}",
+                              f"'{unknown[0]}'.{did_you_mean(unknown[0], params)}",
                               solution=f"valid arguments: {', '.join(params)}.")
     try:
         return cls(**kwargs)
