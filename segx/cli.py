@@ -74,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
                         solution="pass -c MODEL_NAME or -c path/to/config.yaml "
                                  "(see --list-models).")
     cfg = load_config(args.config, args.override)
+    args.debug = cfg.get("Global.debug")
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return print_models(args.list_models)
         return _run(args)
     except SegxError as exc:
-        if _debug_requested(args.override):
+        if getattr(args, "debug", False) or _debug_requested(args.override):
             traceback.print_exc()
         print(f"segx: error: {exc}", file=sys.stderr)
         return 2

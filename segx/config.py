@@ -215,7 +215,8 @@ def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config '{path}': {exc.strerror}.",
-                          solution="pass a readable YAML path or a model name from --list-models.")
+                          solution="pass a readable YAML path or a model name from --list-models."
+                          ) from None
     data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}.")

@@ -83,3 +83,11 @@ def test_internal_error_exits_1(monkeypatch, capsys):
     monkeypatch.setattr(engine, "run", boom)
     assert cli.main(["-c", "PP-LiteSeg-T"]) == 1
     assert "internal error" in capsys.readouterr().err
+
+
+def test_debug_set_in_yaml_shows_traceback(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"_base_: {ROOT / 'segx/configs/PP-LiteSeg-T.yaml'}\nGlobal:\n  debug: true\n")
+    r = run_cli("-c", str(mine), "-o", f"Global.dataset_dir={tmp_path}/none",
+                "-o", f"Global.output={tmp_path}/out")
+    assert r.returncode == 2 and "Traceback" in r.stderr and "does not exist" in r.stderr

@@ -35,7 +35,7 @@ def read_class_names(root: Path) -> list[str]:
     return []
 
 
-def _analyse(layout: Layout, cfg: Config, out: Path) -> tuple[dict, Encoding, list[Problem]]:
+def _analyse(layout: Layout, cfg: Config) -> tuple[dict, Encoding, list[Problem]]:
     """Scan, check and summarise one dataset folder."""
     samples = all_samples(layout)
     scans = group_by_split(layout, scan_all(samples, cfg.get("CheckDataset.num_workers")))
@@ -98,6 +98,10 @@ def run(cfg: Config) -> dict:
     (out / "check_dataset" / "demo_img").mkdir(parents=True, exist_ok=True)
     notes: dict = {}
     if cfg.get("CheckDataset.convert.enable"):
+        if cfg.get("CheckDataset.convert.src_dataset_type") != "LabelMe":
+            raise DatasetError("CheckDataset.convert.enable=True but "
+                               "CheckDataset.convert.src_dataset_type is not set.",
+                               solution="add -o CheckDataset.convert.src_dataset_type=LabelMe.")
         from segx.modules.check_dataset.labelme import convert
         target = Path(cfg.get("CheckDataset.convert.output_dir") or out / "converted_dataset")
         notes["conversion"] = convert(root, target, cfg.get("Global.seed"))
@@ -109,7 +113,7 @@ def run(cfg: Config) -> dict:
                                        cfg.get("CheckDataset.split.test_percent"),
                                        cfg.get("Global.seed"))
     layout = read_layout(root)
-    summary, enc, problems = _analyse(layout, cfg, out)
+    summary, enc, problems = _analyse(layout, cfg)
     if cfg.get("CheckDataset.fix_labels") and enc.needs_fix:
         from segx.modules.check_dataset.fix import write_fixed
         target = Path(cfg.get("CheckDataset.fix_output_dir") or out / "fixed_dataset")
@@ -119,7 +123,7 @@ def run(cfg: Config) -> dict:
                         "next": f"train with -o Global.dataset_dir={target}"}
         root = target
         layout = read_layout(root)
-        summary, enc, problems = _analyse(layout, cfg, out)
+        summary, enc, problems = _analyse(layout, cfg)
     errors = [p for p in problems if p.severity == "error"]
     names = summary["names"]
     sample_paths = _samples_json(layout, enc, names, out, cfg.get("CheckDataset.sample_num"))

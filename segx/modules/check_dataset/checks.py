@@ -61,10 +61,12 @@ class Findings:
 
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
+        self.per_code: Counter = Counter(p.code for p in self.problems)
         self.extra: Counter = Counter()
 
     def add(self, p: Problem) -> None:
-        if sum(1 for q in self.problems if q.code == p.code) >= PER_CODE_LIMIT:
+        self.per_code[p.code] += 1
+        if self.per_code[p.code] > PER_CODE_LIMIT:
             self.extra[(p.severity, p.code)] += 1
         else:
             self.problems.append(p)

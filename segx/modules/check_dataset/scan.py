@@ -34,8 +34,7 @@ class Scan:
     grey_colours: bool = False  # a multi-channel label whose channels are all equal
 
 
-def _oriented_size(im: Image.Image) -> tuple[int, int]:
-    orientation = im.getexif().get(_ORIENTATION, 1)
+def _oriented_size(im: Image.Image, orientation: int) -> tuple[int, int]:
     return (im.height, im.width) if orientation in _SWAPS_AXES else (im.width, im.height)
 
 
@@ -52,14 +51,17 @@ def scan_sample(image: Path, label: Path) -> Scan:
     s = Scan()
     try:
         with Image.open(image) as im:
-            s.image_size, s.image_mode = _oriented_size(im), im.mode
+            s.image_size = _oriented_size(im, im.getexif().get(_ORIENTATION, 1))
+            s.image_mode = im.mode
             im.load()
     except Exception as exc:  # noqa: BLE001 - every decode failure is a reported problem
         s.image_error = _describe(exc)
     try:
         with Image.open(label) as lb:
-            s.label_size, s.label_mode, s.label_format = _oriented_size(lb), lb.mode, lb.format
-            lb = ImageOps.exif_transpose(lb) if lb.getexif().get(_ORIENTATION, 1) != 1 else lb
+            orientation = lb.getexif().get(_ORIENTATION, 1)
+            s.label_size, s.label_mode = _oriented_size(lb, orientation), lb.mode
+            s.label_format = lb.format
+            lb = ImageOps.exif_transpose(lb) if orientation != 1 else lb
             arr = np.asarray(lb)
     except Exception as exc:  # noqa: BLE001
         s.label_error = _describe(exc)
