@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False) or _debug_requested(args.override):
             traceback.print_exc()
         print(f"segx: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("segx: interrupted.", file=sys.stderr)
         return 130

@@ -20,6 +20,8 @@ class SegxError(Exception):
             found problems); None writes the reference failure form.
     """
 
+    exit_code = 2
+
     def __init__(self, message: str, *, solution: str | None = None, report: dict | None = None):
         super().__init__(message)
         self.message = message

@@ -14,10 +14,14 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
 from segx.errors import BackendError, ConfigError, WeightsError, did_you_mean
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # paddle's C++ info lines ("New Executor ...")
+warnings.filterwarnings("ignore", message="When training, we now always track global mean")
 
 try:
     import paddle
@@ -128,7 +132,11 @@ def _build(spec: dict, kind: Any, where: str, extra: dict | None = None):
         if key == "type":
             continue
         if isinstance(value, dict) and "type" in value:
-            value = _build(value, _KINDS.get(key, manager.MODELS), f"{where}.{key}")
+            value = _build(value, _KINDS.get(key, kind), f"{where}.{key}")
+        elif isinstance(value, list) and value and all(
+                isinstance(v, dict) and "type" in v for v in value):
+            value = [_build(v, _KINDS.get(key, kind), f"{where}.{key}.{i}")
+                     for i, v in enumerate(value)]
         elif key == "pretrained" and value:
             value = str(resolve_weights(value))
         kwargs[key] = value

@@ -35,7 +35,7 @@ def read_class_names(root: Path) -> list[str]:
     return []
 
 
-def _analyse(layout: Layout, cfg: Config) -> tuple[dict, Encoding, list[Problem]]:
+def analyse(layout: Layout, cfg: Config) -> tuple[dict, Encoding, list[Problem]]:
     """Scan, check and summarise one dataset folder."""
     samples = all_samples(layout)
     scans = group_by_split(layout, scan_all(samples, cfg.get("CheckDataset.num_workers")))
@@ -68,18 +68,42 @@ def _analyse(layout: Layout, cfg: Config) -> tuple[dict, Encoding, list[Problem]
     return summary, enc, findings.finish()
 
 
-def _samples_json(layout: Layout, enc: Encoding, names: list[str], out: Path, n: int) -> dict:
-    from segx.modules.check_dataset.visualize import overlay
-    paths: dict[str, list[str]] = {}
+def _render(job: tuple) -> str | None:
+    """One rendering job (an overlay or the histogram), run in a worker process."""
+    from segx.modules.check_dataset import visualize
+    kind, *args = job
+    if kind == "histogram":
+        visualize.histogram(*args)
+        return None
+    sample, enc, names, path = args
+    try:
+        visualize.overlay(sample, enc, names).save(path, quality=90)
+    except (OSError, ValueError):
+        return None  # unreadable pairs are already reported as problems
+    return str(path)
+
+
+def _render_all(layout: Layout, enc: Encoding, summary: dict, out: Path, n: int,
+                workers: int | None) -> dict:
+    """Overlays of the first ``n`` samples per split and the histogram, rendered in parallel.
+
+    Returns the overlay paths per split (relative to ``out``) in sample order.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    jobs: list[tuple] = [("histogram", summary["stats"], summary["names"],
+                          out / "check_dataset" / "histogram.png")]
+    splits: list[str] = []
     for split, samples in layout.samples.items():
-        paths[split] = []
         for k, s in enumerate(samples[:n]):
-            rel = f"check_dataset/demo_img/{split}_{k:02d}_{s.image.stem}.png"
-            try:
-                overlay(s, enc, names).save(out / rel)
-            except (OSError, ValueError):
-                continue  # unreadable pairs are already reported as problems
-            paths[split].append(rel)
+            rel = f"check_dataset/demo_img/{split}_{k:02d}_{s.image.stem}.jpg"
+            jobs.append(("overlay", s, enc, summary["names"], out / rel))
+            splits.append(split)
+    with ProcessPoolExecutor(workers or None) as pool:
+        done = list(pool.map(_render, jobs))[1:]
+    paths: dict[str, list[str]] = {split: [] for split in layout.samples}
+    for split, path in zip(splits, done):
+        if path is not None:
+            paths[split].append(str(Path(path).relative_to(out)))
     return paths
 
 
@@ -113,7 +137,7 @@ def run(cfg: Config) -> dict:
                                        cfg.get("CheckDataset.split.test_percent"),
                                        cfg.get("Global.seed"))
     layout = read_layout(root)
-    summary, enc, problems = _analyse(layout, cfg)
+    summary, enc, problems = analyse(layout, cfg)
     if cfg.get("CheckDataset.fix_labels") and enc.needs_fix:
         from segx.modules.check_dataset.fix import write_fixed
         target = Path(cfg.get("CheckDataset.fix_output_dir") or out / "fixed_dataset")
@@ -123,12 +147,11 @@ def run(cfg: Config) -> dict:
                         "next": f"train with -o Global.dataset_dir={target}"}
         root = target
         layout = read_layout(root)
-        summary, enc, problems = _analyse(layout, cfg)
+        summary, enc, problems = analyse(layout, cfg)
     errors = [p for p in problems if p.severity == "error"]
     names = summary["names"]
-    sample_paths = _samples_json(layout, enc, names, out, cfg.get("CheckDataset.sample_num"))
-    from segx.modules.check_dataset.visualize import histogram
-    histogram(summary["stats"], names, out / "check_dataset" / "histogram.png")
+    sample_paths = _render_all(layout, enc, summary, out, cfg.get("CheckDataset.sample_num"),
+                               cfg.get("CheckDataset.num_workers"))
     stats = summary["stats"]
     result = {
         "check_pass": not errors,

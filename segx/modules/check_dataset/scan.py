@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from segx.modules.check_dataset.dataset import Sample
 
@@ -61,7 +61,17 @@ def scan_sample(image: Path, label: Path) -> Scan:
             orientation = lb.getexif().get(_ORIENTATION, 1)
             s.label_size, s.label_mode = _oriented_size(lb, orientation), lb.mode
             s.label_format = lb.format
-            lb = ImageOps.exif_transpose(lb) if orientation != 1 else lb
+            lb.load()
+            # Counting needs no orientation; PIL's C histogram/getcolors avoid numpy copies.
+            if lb.mode in ("L", "P"):
+                s.counts = {i: c for i, c in enumerate(lb.histogram()) if c}
+                return s
+            if lb.mode in ("RGB", "RGBA", "LA"):
+                colours = lb.getcolors(MAX_COLOURS)
+                if colours is not None:
+                    s.colours = {tuple(c): n for n, c in colours}
+                    s.grey_colours = all(len(set(c)) == 1 for c in s.colours)
+                    return s
             arr = np.asarray(lb)
     except Exception as exc:  # noqa: BLE001
         s.label_error = _describe(exc)
@@ -70,26 +80,12 @@ def scan_sample(image: Path, label: Path) -> Scan:
         flat = arr.ravel()
         if arr.dtype == np.bool_:
             flat = flat.astype(np.uint8)
-        if flat.dtype == np.uint8:
-            hist = np.bincount(flat, minlength=256)
-            ids = np.flatnonzero(hist)
-            s.counts = {int(i): int(hist[i]) for i in ids}
-        else:
-            ids, cnt = np.unique(flat, return_counts=True)
-            s.counts = {int(i): int(c) for i, c in zip(ids, cnt)}
-    else:
+        ids, cnt = np.unique(flat, return_counts=True)
+        s.counts = {int(i): int(c) for i, c in zip(ids, cnt)}
+    else:  # a colour label with more than MAX_COLOURS colours: not a colour table
         channels = arr.reshape(-1, arr.shape[-1])
         s.grey_colours = bool((channels == channels[:, :1]).all())
-        packed = np.zeros(len(channels), np.uint64)
-        for c in range(channels.shape[1]):
-            packed = (packed << np.uint64(16)) | channels[:, c].astype(np.uint64)
-        ids, cnt = np.unique(packed, return_counts=True)
-        if len(ids) <= MAX_COLOURS:
-            n = channels.shape[1]
-            s.colours = {tuple(int(v >> np.uint64(16 * (n - 1 - c))) & 0xFFFF for c in range(n)):
-                         int(k) for v, k in zip(ids, cnt)}
-        else:
-            s.colours = {}
+        s.colours = {}
     return s
 
 
@@ -103,7 +99,7 @@ def scan_all(samples: list[Sample], workers: int | None = None) -> list[Scan]:
     pairs = [(s.image, s.label) for s in samples]
     if not pairs:
         return []
-    chunk = max(1, min(64, len(pairs) // (workers * 8) or 1))
+    chunk = max(1, min(16, len(pairs) // (workers * 8)))  # small: no idle tail
     progress = _Progress(len(pairs))
     if workers == 1 or len(pairs) < 8:
         results = []
@@ -137,7 +133,7 @@ class _Progress:
         self.done += 1
         if self.bar is not None:
             self.bar.advance(self.task)
-        elif self.done / self.total >= self.next_log:
+        elif self.done / self.total >= self.next_log and time.monotonic() - self.t0 > 1.0:
             rate = self.done / max(time.monotonic() - self.t0, 1e-9)
             print(f"checked {self.done}/{self.total} samples ({rate:.0f}/s)", file=sys.stderr)
             self.next_log += 0.25

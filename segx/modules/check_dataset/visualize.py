@@ -40,21 +40,21 @@ def read_ids(label: Path, enc: Encoding) -> np.ndarray:
 def overlay(sample: Sample, enc: Encoding, names: list[str]) -> Image.Image:
     """The image with its label blended in and a legend of the classes it contains."""
     with Image.open(sample.image) as im:
-        rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), np.float32)
+        rgb = ImageOps.exif_transpose(im).convert("RGB")
     ids = read_ids(sample.label, enc)
-    if ids.shape != rgb.shape[:2]:
-        ids = np.asarray(Image.fromarray(ids).resize(rgb.shape[1::-1], Image.NEAREST))
-    colour = PALETTE[ids].astype(np.float32)
-    mask = (ids != IGNORE)[..., None]
-    blended = np.where(mask, 0.5 * rgb + 0.5 * colour, rgb).astype(np.uint8)
-    present = [int(i) for i in np.unique(ids) if i != IGNORE]
+    if ids.shape != (rgb.height, rgb.width):
+        ids = np.asarray(Image.fromarray(ids).resize(rgb.size, Image.NEAREST))
+    coloured = Image.fromarray(ids, "P")
+    coloured.putpalette(PALETTE.tobytes())
+    blended = Image.composite(Image.blend(rgb, coloured.convert("RGB"), 0.5), rgb,
+                              Image.fromarray(np.where(ids != IGNORE, 255, 0).astype(np.uint8)))
+    present = [i for i, n in enumerate(coloured.histogram()) if n and i != IGNORE]
     row = 14
-    canvas = Image.new("RGB", (blended.shape[1], blended.shape[0] + row * len(present) + 4),
-                       "white")
-    canvas.paste(Image.fromarray(blended), (0, 0))
+    canvas = Image.new("RGB", (blended.width, blended.height + row * len(present) + 4), "white")
+    canvas.paste(blended, (0, 0))
     draw = ImageDraw.Draw(canvas)
     for k, cid in enumerate(present):
-        y = blended.shape[0] + 2 + k * row
+        y = blended.height + 2 + k * row
         draw.rectangle([2, y, 12, y + 10], fill=tuple(int(c) for c in PALETTE[cid]))
         draw.text((16, y - 1), f"{cid}: {names[cid] if cid < len(names) else cid}", fill="black")
     return canvas
@@ -62,13 +62,12 @@ def overlay(sample: Sample, enc: Encoding, names: list[str]) -> Image.Image:
 
 def histogram(stats: dict, names: list[str], path: Path) -> None:
     """Per-class pixel share and image presence for each split, one bar per real class id."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, faster import
     splits = [s for s in ("train", "val", "test") if s in stats]
     ids = sorted({i for s in splits for i in stats[s]["pixels"] if i != IGNORE})
     n = max(len(ids), 1)
-    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.14 * n * len(splits) + 2), 7), dpi=110)
+    fig = Figure(figsize=(max(8.0, 0.14 * n * len(splits) + 2), 7), dpi=110)
+    axes = fig.subplots(2, 1)
     x = np.arange(len(ids))
     width = 0.8 / len(splits)
     for k, split in enumerate(splits):
@@ -90,5 +89,4 @@ def histogram(stats: dict, names: list[str], path: Path) -> None:
     axes[0].set_title("Class balance by split (bars are class ids as stored)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    fig.savefig(path, pil_kwargs={"compress_level": 1})

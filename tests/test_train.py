@@ -1,0 +1,288 @@
+"""train / evaluate / export on a tiny generated dataset (CPU, a few iterations each)."""
+from __future__ import annotations
+
+import zlib  # noqa: F401
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run_cli
+from segx.demo import make_demo_dataset
+from segx.metrics import Confusion
+
+TRANSFORMS = "Train.transforms=[{type: RandomHorizontalFlip}, {type: Normalize}]"
+ITERS = 8
+
+
+def base_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["-c", "PP-LiteSeg-T", "-o", "Global.mode=train", "-o", f"Global.dataset_dir={data}",
+            "-o", f"Global.output={out}", "-o", f"Train.epochs_iters={ITERS}",
+            "-o", "Train.eval_interval=4", "-o", "Train.log_interval=1",
+            "-o", "Train.batch_size=2", "-o", TRANSFORMS, *extra]
+
+
+def load_params(path: Path) -> dict:
+    import paddle
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
+
+
+def same_params(a: Path, b: Path) -> bool:
+    pa, pb = load_params(a), load_params(b)
+    return pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """12 demo samples at 64x64; two val images have other sizes (mixed-size batches)."""
+    root = make_demo_dataset(tmp_path_factory.mktemp("d") / "data", n=12, size=(64, 64))
+    for stem, size in (("010", (96, 64)), ("011", (64, 128))):
+        for sub, ext, mode in (("images", "jpg", Image.BILINEAR), ("annotations", "png",
+                                                                     Image.NEAREST)):
+            p = root / sub / f"{stem}.{ext}"
+            Image.open(p).resize(size, mode).save(p)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "out"
+    r = run_cli(*base_args(data, out))
+    assert r.returncode == 0, r.stderr + r.stdout
+    return out
+
+
+def test_train_output_layout_and_result(run_dir):
+    for rel in ("config.yaml", "train.log", "train_result.json", "training_curves.png",
+                "best_model/model.pdparams", "best_model/model.pdstates",
+                "best_model/inference/inference.pdmodel",
+                "best_model/inference/inference.pdiparams",
+                "best_model/inference/inference.yml"):
+        assert (run_dir / rel).is_file(), rel
+    for it in (4, 8):
+        for f in ("model.pdparams", "model.pdopt", "model.pdstates"):
+            assert (run_dir / f"iter_{it}" / f).is_file()
+    res = json.loads((run_dir / "train_result.json").read_text())
+    assert res["done_flag"] is True and res["num_classes"] == 3
+    assert res["class_names"] == ["background", "disc", "box"]
+    assert res["models"]["last_1"]["pdparams"] == "iter_8/model.pdparams"
+    assert res["models"]["last_2"]["pdparams"] == "iter_4/model.pdparams"
+    best = res["models"]["best"]
+    assert best["score"] == max(m["score"] for k, m in res["models"].items() if k != "best")
+    for key in ("pdparams", "pdstates", "inference_config", "pdmodel", "pdiparams"):
+        assert (run_dir / best[key]).is_file()
+    assert list(run_dir.glob("vdlrecords.*")) and res["visualdl_log"].startswith("vdlrecords")
+    log = (run_dir / "train.log").read_text()
+    assert "[TRAIN] iter 8/8 loss" in log and "img/s" in log and "ETA" in log
+    assert log.count("[EVAL] iter") == 2
+    from segx.config import load_config
+    cfg = load_config(str(run_dir / "config.yaml"))
+    assert cfg.get("Train.num_classes") == 3 and cfg.get("Global.model") == "PP-LiteSeg-T"
+    assert Image.open(run_dir / "training_curves.png").format == "PNG"
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_resume_from_checkpoint_gives_identical_weights(run_dir, data, tmp_path):
+    out = tmp_path / "resumed"
+    out.mkdir()
+    shutil.copytree(run_dir / "iter_4", out / "iter_4")
+    r = run_cli(*base_args(data, out, "-o", "Train.resume_path=auto"))
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in (out / "train.log").read_text()
+    assert same_params(out / "iter_8" / "model.pdparams", run_dir / "iter_8" / "model.pdparams")
+    again = run_cli(*base_args(data, out, "-o", "Train.resume_path=auto"))
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+
+def test_sigint_saves_checkpoint_and_resume_matches(run_dir, data, tmp_path):
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *base_args(data, out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    log = out / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "iter 2/8" in log.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at iteration" in err and "Train.resume_path=auto" in err
+    saved = [p for p in out.glob("iter_*") if p.name.split("_")[1].isdigit()]
+    assert saved and all((p / "model.pdstates").is_file() for p in saved)
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["done_flag"] is False
+    r = run_cli(*base_args(data, out, "-o", "Train.resume_path=auto"))
+    assert r.returncode == 0, r.stderr
+    assert same_params(out / "iter_8" / "model.pdparams", run_dir / "iter_8" / "model.pdparams")
+
+
+def independent_metrics(preds: list[np.ndarray], labels: list[np.ndarray], n: int) -> dict:
+    """mIoU/Acc/Kappa/Dice from per-class masks, without segx.metrics."""
+    p = np.concatenate([x.ravel() for x in preds])
+    g = np.concatenate([x.ravel() for x in labels])
+    keep = g != 255
+    p, g = p[keep], g[keep]
+    ious, dices = [], []
+    for c in range(n):
+        inter = np.sum((p == c) & (g == c))
+        union = np.sum((p == c) | (g == c))
+        ious.append(inter / union if union else 1.0)
+        size = np.sum(p == c) + np.sum(g == c)
+        dices.append(2 * inter / size if size else 0.0)
+    acc = np.mean(p == g)
+    pe = sum(np.mean(p == c) * np.mean(g == c) for c in range(n))
+    return {"mIoU": np.mean(ious), "Acc": acc, "Kappa": (acc - pe) / (1 - pe),
+            "Dice": np.mean(dices)}
+
+
+def test_evaluate_matches_independent_computation(run_dir, data, tmp_path):
+    from segx.backend import training as T
+    from segx.modules.run_info import run_config
+    from segx.modules.train import build_network
+    out = tmp_path / "eval"
+    shutil.copytree(run_dir, out)
+    results = {}
+    for bs in (1, 3):
+        r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mode=evaluate", "-o",
+                    f"Global.dataset_dir={data}", "-o", f"Global.output={out}", "-o",
+                    f"Evaluate.batch_size={bs}")
+        assert r.returncode == 0, r.stderr
+        results[bs] = json.loads((out / "evaluate_result.json").read_text())
+    assert results[1]["metrics"] == results[3]["metrics"]  # mixed sizes, any batch size
+    res = results[1]
+    weights = out / "best_model" / "model.pdparams"
+    model = build_network(run_config(weights), weights)
+    tf = T.build_transforms([{"type": "Normalize"}], "t")
+    preds, labels = [], []
+    for line in (data / "val.txt").read_text().split("\n"):
+        if line.strip():
+            img, lbl = line.split()
+            x = T.apply_transforms(tf, T.read_image(data / img), None)["img"][None]
+            preds.append(T.predict_logits(model, x)[0].argmax(0))
+            labels.append(np.asarray(Image.open(data / lbl)))
+    want = independent_metrics(preds, labels, 3)
+    for k, v in want.items():
+        assert res["metrics"][k] == pytest.approx(v, abs=1e-9), k
+    matrix = np.array(res["confusion_matrix"])
+    assert matrix.sum() == sum(x.size for x in labels)
+    assert [r["name"] for r in res["per_class"]] == ["background", "disc", "box"]
+    assert Image.open(out / "evaluate" / "confusion_matrix.png").format == "PNG"
+    aug = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mode=evaluate", "-o",
+                  f"Global.dataset_dir={data}", "-o", f"Global.output={out}",
+                  "-o", "Evaluate.flip_horizontal=true", "-o", "Evaluate.scales=[0.75,1.0]",
+                  "-o", "Evaluate.crop_size=[48,48]", "-o", "Evaluate.stride=[32,32]")
+    assert aug.returncode == 0, aug.stderr
+    assert json.loads((out / "evaluate_result.json").read_text())["options"]["crop_size"] == [48,
+                                                                                            48]
+
+
+def test_export_reads_class_count_and_agrees(run_dir, tmp_path):
+    out = tmp_path / "exp"
+    shutil.copytree(run_dir, out)
+    r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mode=export", "-o", f"Global.output={out}",
+                "-o", "Export.output_op=softmax", "-o", "Export.input_shape=[1,3,64,64]")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "export_result.json").read_text())
+    assert res["num_classes"] == 3 and res["agreement"]["ok"]
+    assert res["agreement"]["argmax_equal"] >= 0.999
+    from segx.config import parse_yaml
+    info = parse_yaml((out / "inference" / "inference.yml").read_text())
+    assert info["Deploy"]["output_op"] == "softmax" and info["Deploy"]["output_dtype"] == "float32"
+    assert info["Deploy"]["input_shape"] == [1, 3, 64, 64]
+    assert info["Global"] == {"model_name": "PP-LiteSeg-T", "num_classes": 3,
+                              "class_names": ["background", "disc", "box"]}
+    from segx.backend import training as T
+    engine = T.Engine(out / "inference" / "inference.pdmodel",
+                      out / "inference" / "inference.pdiparams")
+    probs = engine(np.zeros((1, 3, 64, 64), np.float32))
+    assert probs.shape == (1, 3, 64, 64) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_export_rejects_weights_of_another_class_count(run_dir, tmp_path):
+    out = tmp_path / "bad"
+    shutil.copytree(run_dir, out)
+    cfg = (out / "config.yaml").read_text().replace("num_classes: 3", "num_classes: 5")
+    cfg = cfg.replace("class_names: [background, disc, box]", "class_names: null")
+    (out / "config.yaml").write_text(cfg)
+    r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mode=export", "-o", f"Global.output={out}")
+    assert r.returncode == 2 and "does not fit" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_evaluate_without_run_config_is_clear(tmp_path, run_dir, data):
+    (tmp_path / "w").mkdir()
+    shutil.copy(run_dir / "best_model" / "model.pdparams", tmp_path / "w" / "model.pdparams")
+    r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mode=evaluate", "-o",
+                f"Global.dataset_dir={data}", "-o",
+                f"Evaluate.weight_path={tmp_path / 'w' / 'model.pdparams'}")
+    assert r.returncode == 2 and "no config.yaml" in r.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["-o", "Train.batch_size=64"], "fewer than one batch"),
+    (["-o", "Train.num_classes=2"], "Train.num_classes=2"),
+    (["-o", "Train.amp=O1", "-o", "Global.device=cpu"], "needs a GPU"),
+    (["-o", "Train.warmup_steps=8"], "warmup_steps"),
+    (["-o", "Train.losses.types=[{type: CrossEntropyLoss}]", "-o", "Train.losses.coef=[1]"],
+     "training outputs"),
+])
+def test_guards_fail_before_training(data, tmp_path, extra, message):
+    r = run_cli(*base_args(data, tmp_path / "o", *extra))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not list((tmp_path / "o").glob("iter_*"))
+
+
+def test_binary_0_255_labels_are_refused(tmp_path):
+    root = make_demo_dataset(tmp_path / "d", n=6, size=(64, 64))
+    for p in (root / "annotations").glob("*.png"):
+        a = np.asarray(Image.open(p))
+        Image.fromarray(np.where(a > 0, 255, 0).astype(np.uint8)).save(p)
+    (root / "class_names.txt").unlink()
+    r = run_cli(*base_args(root, tmp_path / "o"))
+    assert r.returncode == 2 and "binary_0_255" in r.stderr and "fix_labels" in r.stderr
+
+
+def test_mixed_loss_and_full_checkpoint_as_pretrained(run_dir, data, tmp_path):
+    mixed = ("Train.losses.types=[{type: MixedLoss, losses: [{type: CrossEntropyLoss}, "
+             "{type: DiceLoss}, {type: LovaszSoftmaxLoss}], coef: [1, 0.5, 0.5]}, "
+             "{type: CrossEntropyLoss}, {type: CrossEntropyLoss}]")
+    out = tmp_path / "o"
+    r = run_cli(*base_args(data, out, "-o", mixed, "-o", "Train.epochs_iters=2",
+                           "-o", "Train.eval_interval=2", "-o",
+                           f"Train.pretrain_weight_path={run_dir / 'best_model/model.pdparams'}"))
+    assert r.returncode == 0, r.stderr
+    log = (out / "train.log").read_text()
+    assert "pretrained full model weights" in log and "loaded" in log
+
+
+def test_two_cpu_ranks_keep_identical_parameters_and_statistics(data, tmp_path):
+    out = tmp_path / "dp"
+    r = run_cli(*base_args(data, out, "-o", "Global.device=cpu", "-o", "Train.nprocs=2",
+                           "-o", "Train.epochs_iters=3", "-o", "Train.eval_interval=3"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "cpu x2" in (out / "train.log").read_text()
+    assert same_params(out / "iter_3" / "model.pdparams",
+                       out / "distributed_train_logs" / "rank1.pdparams")
+    assert (out / "distributed_train_logs" / "workerlog.1").is_file()
+
+
+def test_confusion_metrics_by_hand():
+    conf = Confusion(3)
+    conf.update(np.array([[0, 1], [1, 1]]), np.array([[0, 1], [255, 0]]))
+    assert conf.matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
+    m = conf.metrics(["a", "b", "c"])
+    assert m["per_class"][2]["IoU"] == 1.0 and m["per_class"][2]["Dice"] == 0.0
+    assert m["mIoU"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert m["Acc"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        conf.update(np.zeros((2, 2)), np.full((2, 2), 3))
