@@ -2,7 +2,9 @@
 
 Public API (heavy dependencies load lazily, on first use)::
 
-    from segx import list_models, load_config, run_mode
+    from segx import create_model, list_models, load_config, run_mode
+    for res in create_model("output").predict("img.jpg"):
+        res.print(); res.save_to_img("out/"); res.save_to_json("out/")
 """
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import zlib  # noqa: F401  (must run before the first `import paddle`; see segx.
 from segx.config import Config, load_config
 from segx.engine import MODES, run_mode
 from segx.errors import ConfigError, DatasetError, SegxError
+from segx.predictor import SegModel, create_model
+from segx.result import SegResult, decode_pred
 from segx.registry import list_models, model_info
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "DatasetError", "MODES", "SegxError", "list_models",
-           "load_config", "model_info", "run_mode", "__version__"]
+__all__ = ["Config", "ConfigError", "DatasetError", "MODES", "SegModel", "SegResult",
+           "SegxError", "create_model", "decode_pred", "list_models", "load_config",
+           "model_info", "run_mode", "__version__"]

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageDraw
+
+IGNORE = 255
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
@@ -21,3 +24,28 @@ def voc_palette(n: int = 256) -> np.ndarray:
 def palette_bytes() -> list[int]:
     """The palette flattened for ``PIL.Image.putpalette``."""
     return voc_palette().ravel().tolist()
+
+
+def id_image(ids: np.ndarray) -> Image.Image:
+    """A class-id map as a palette PNG-ready image: pixel values are the ids, colours the VOC map."""
+    img = Image.fromarray(ids.astype(np.uint8), "P")
+    img.putpalette(palette_bytes())
+    return img
+
+
+def draw_overlay(rgb: Image.Image, ids: np.ndarray, names: list[str]) -> Image.Image:
+    """``rgb`` with the class map blended in (255 = ignore left clear) and a colour legend."""
+    coloured = id_image(ids)
+    mask = Image.fromarray(np.where(ids != IGNORE, 255, 0).astype(np.uint8))
+    blended = Image.composite(Image.blend(rgb, coloured.convert("RGB"), 0.5), rgb, mask)
+    present = [i for i, n in enumerate(coloured.histogram()) if n and i != IGNORE]
+    row = 14
+    canvas = Image.new("RGB", (blended.width, blended.height + row * len(present) + 4), "white")
+    canvas.paste(blended, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    table = voc_palette()
+    for k, cid in enumerate(present):
+        y = blended.height + 2 + k * row
+        draw.rectangle([2, y, 12, y + 10], fill=tuple(int(c) for c in table[cid]))
+        draw.text((16, y - 1), f"{cid}: {names[cid] if cid < len(names) else cid}", fill="black")
+    return canvas

@@ -16,20 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, base_args, run_cli
 from segx.demo import make_demo_dataset
 from segx.metrics import Confusion
-
-TRANSFORMS = "Train.transforms=[{type: RandomHorizontalFlip}, {type: Normalize}]"
-ITERS = 8
-
-
-def base_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["-c", "PP-LiteSeg-T", "-o", "Global.mode=train", "-o", f"Global.dataset_dir={data}",
-            "-o", f"Global.output={out}", "-o", f"Train.epochs_iters={ITERS}",
-            "-o", "Train.eval_interval=4", "-o", "Train.log_interval=1",
-            "-o", "Train.batch_size=2", "-o", TRANSFORMS, *extra]
-
 
 def load_params(path: Path) -> dict:
     import paddle
@@ -39,26 +28,6 @@ def load_params(path: Path) -> dict:
 def same_params(a: Path, b: Path) -> bool:
     pa, pb = load_params(a), load_params(b)
     return pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    """12 demo samples at 64x64; two val images have other sizes (mixed-size batches)."""
-    root = make_demo_dataset(tmp_path_factory.mktemp("d") / "data", n=12, size=(64, 64))
-    for stem, size in (("010", (96, 64)), ("011", (64, 128))):
-        for sub, ext, mode in (("images", "jpg", Image.BILINEAR), ("annotations", "png",
-                                                                     Image.NEAREST)):
-            p = root / sub / f"{stem}.{ext}"
-            Image.open(p).resize(size, mode).save(p)
-    return root
-
-
-@pytest.fixture(scope="module")
-def run_dir(data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "out"
-    r = run_cli(*base_args(data, out))
-    assert r.returncode == 0, r.stderr + r.stdout
-    return out
 
 
 def test_train_output_layout_and_result(run_dir):

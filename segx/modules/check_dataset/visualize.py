@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 
 from segx.modules.check_dataset.checks import IGNORE, Encoding
 from segx.modules.check_dataset.dataset import Sample
-from segx.palette import voc_palette
+from segx.palette import draw_overlay
 
-PALETTE = voc_palette()
 
 
 def read_ids(label: Path, enc: Encoding) -> np.ndarray:
@@ -44,20 +43,7 @@ def overlay(sample: Sample, enc: Encoding, names: list[str]) -> Image.Image:
     ids = read_ids(sample.label, enc)
     if ids.shape != (rgb.height, rgb.width):
         ids = np.asarray(Image.fromarray(ids).resize(rgb.size, Image.NEAREST))
-    coloured = Image.fromarray(ids, "P")
-    coloured.putpalette(PALETTE.tobytes())
-    blended = Image.composite(Image.blend(rgb, coloured.convert("RGB"), 0.5), rgb,
-                              Image.fromarray(np.where(ids != IGNORE, 255, 0).astype(np.uint8)))
-    present = [i for i, n in enumerate(coloured.histogram()) if n and i != IGNORE]
-    row = 14
-    canvas = Image.new("RGB", (blended.width, blended.height + row * len(present) + 4), "white")
-    canvas.paste(blended, (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    for k, cid in enumerate(present):
-        y = blended.height + 2 + k * row
-        draw.rectangle([2, y, 12, y + 10], fill=tuple(int(c) for c in PALETTE[cid]))
-        draw.text((16, y - 1), f"{cid}: {names[cid] if cid < len(names) else cid}", fill="black")
-    return canvas
+    return draw_overlay(rgb, ids, names)
 
 
 def histogram(stats: dict, names: list[str], path: Path) -> None:

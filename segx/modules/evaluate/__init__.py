@@ -11,26 +11,12 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
 from segx.config import Config
 from segx.errors import ConfigError, DatasetError
 from segx.metrics import Confusion
-
-
-def restore(logit: np.ndarray, trans_info: list) -> np.ndarray:
-    """Undo the val transforms' resizes and paddings on one C x h x w score map."""
-    for item in reversed(trans_info):
-        kind = item[0][0] if isinstance(item[0], list) else item[0]
-        h, w = item[1]
-        if kind == "resize":
-            hwc = cv2.resize(np.ascontiguousarray(logit.transpose(1, 2, 0)), (w, h),
-                             interpolation=cv2.INTER_LINEAR)
-            logit = hwc.reshape(h, w, -1).transpose(2, 0, 1)
-        elif kind == "padding":
-            logit = logit[:, :h, :w]
-    return logit
+from segx.predictor import restore
 
 
 def evaluate_samples(model, pairs: Sequence[tuple[Path, Path]], transforms, num_classes: int,

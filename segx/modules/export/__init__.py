@@ -56,26 +56,18 @@ def agreement(model, folder: Path, output_op: str, probe: np.ndarray) -> dict:
     """Compare the exported model (Paddle Inference) with ``model`` on ``probe``."""
     from segx.backend import training as T
     ref = T.predict_logits(model, probe)
-    engine = T.Engine(folder / "inference.pdmodel", folder / "inference.pdiparams")
-    out = engine(probe)
-    if output_op == "argmax":
-        equal = float((out == ref.argmax(1)).mean())
+    out = T.Engine(folder / "inference.pdmodel", folder / "inference.pdiparams")(probe)
+    equal = float(((out if output_op == "argmax" else out.argmax(1)) == ref.argmax(1)).mean())
+    if output_op == "none":
+        raw = out
+    else:  # compare logits through a temporary export without the output op
         logits_folder = folder / "_logits"
         T.export_static(model, logits_folder / "inference", None, "none")
         raw = T.Engine(logits_folder / "inference.pdmodel",
                        logits_folder / "inference.pdiparams")(probe)
         shutil.rmtree(logits_folder)
-    else:
-        raw = out if output_op == "none" else None
-        equal = float((out.argmax(1) == ref.argmax(1)).mean())
-    if raw is None:  # softmax output: compare probabilities
-        soft = np.exp(ref - ref.max(1, keepdims=True))
-        soft /= soft.sum(1, keepdims=True)
-        diff = float(np.abs(out - soft).max())
-        scale = 1.0
-    else:
-        diff = float(np.abs(raw - ref).max())
-        scale = float(np.abs(ref).max()) or 1.0
+    diff = float(np.abs(raw - ref).max())
+    scale = float(np.abs(ref).max()) or 1.0
     return {"input_shape": list(probe.shape), "max_abs_diff": diff,
             "relative_diff": diff / scale, "argmax_equal": equal,
             "ok": equal >= MIN_ARGMAX_AGREEMENT and diff / scale <= MAX_RELATIVE_DIFF}

@@ -1,0 +1,147 @@
+"""``SegResult``: one image's prediction, with views and savers.
+
+``res.pred`` is the H x W class map (int32); ``res.json`` is compact (the map run-length
+encoded); ``res.img`` is a palette image whose pixel values are the class ids (viewable and
+exact); ``save_to_img`` writes that PNG plus an overlay with a legend; ``save_to_json`` writes
+the compact JSON, or with ``full=True`` the reference format (the map as a nested list).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from segx.fileio import atomic_write, write_json
+from segx.palette import draw_overlay, id_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def encode_rle(pred: np.ndarray) -> dict:
+    """Row-major run-length encoding: ``{"size": [h, w], "values": [...], "runs": [...]}``."""
+    flat = pred.ravel()
+    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+    runs = np.diff(np.r_[starts, flat.size])
+    return {"encoding": "rle", "size": list(pred.shape), "values": flat[starts].tolist(),
+            "runs": runs.tolist()}
+
+
+def decode_pred(pred: Any) -> np.ndarray:
+    """A class map from ``SegResult.json["pred"]`` (run-length encoded or the nested list)."""
+    if isinstance(pred, dict):
+        values = np.repeat(np.asarray(pred["values"], np.int32), pred["runs"])
+        return values.reshape(pred["size"])
+    arr = np.asarray(pred, np.int32)
+    return arr[0] if arr.ndim == 3 else arr
+
+
+class SegResult:
+    """The prediction for one input.
+
+    Attributes:
+        input_path: the file or URL the image came from (None for an array input).
+        pred: H x W int32 class ids.
+        class_names: names by id, when the model knows them.
+    """
+
+    def __init__(self, input_path: str | None, pred: np.ndarray, class_names: list[str],
+                 image: np.ndarray | None = None, index: int = 0):
+        self.input_path = input_path
+        self.pred = pred
+        self.class_names = list(class_names)
+        self._image = image  # RGB, for the overlay
+        self._index = index
+
+    # ------------------------------------------------------------------ views
+    @property
+    def name(self) -> str:
+        """The stem used for saved files (``array_<k>`` for array inputs)."""
+        if self.input_path:
+            return Path(self.input_path.split("?")[0]).stem or f"image_{self._index}"
+        return f"array_{self._index}"
+
+    @property
+    def class_pixels(self) -> dict[int, int]:
+        ids, counts = np.unique(self.pred, return_counts=True)
+        return {int(i): int(c) for i, c in zip(ids, counts)}
+
+    def _label(self, cid: int) -> str:
+        return self.class_names[cid] if cid < len(self.class_names) else str(cid)
+
+    @property
+    def json(self) -> dict:
+        return self.to_dict()
+
+    def to_dict(self, full: bool = False) -> dict:
+        """``full=False``: compact (RLE); ``full=True``: the reference 1 x H x W nested list."""
+        if full:
+            return {"input_path": self.input_path, "pred": self.pred[None].tolist()}
+        return {"input_path": self.input_path, "pred": encode_rle(self.pred),
+                "class_names": self.class_names,
+                "class_pixels": {str(k): v for k, v in self.class_pixels.items()}}
+
+    @property
+    def img(self) -> Image.Image:
+        return id_image(self.pred)
+
+    def overlay(self) -> Image.Image:
+        if self._image is None:
+            raise ValueError("this result holds no input image to draw on")
+        return draw_overlay(Image.fromarray(self._image), self.pred, self.class_names)
+
+    def summary(self) -> str:
+        h, w = self.pred.shape
+        total = self.pred.size
+        parts = [f"{self._label(c)} {100 * n / total:.1f}%" for c, n in
+                 sorted(self.class_pixels.items(), key=lambda kv: -kv[1])]
+        return f"{self.input_path or self.name}: {w}x{h}, " + ", ".join(parts)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    __repr__ = __str__
+
+    def print(self, json_format: bool = False, indent: int = 2) -> None:
+        """A readable summary (never the whole map); ``json_format`` prints the compact JSON
+        with the map elided."""
+        if json_format:
+            data = self.to_dict()
+            data["pred"] = {"encoding": "rle", "size": data["pred"]["size"], "runs": "..."}
+            print(json.dumps(data, indent=indent, ensure_ascii=False))
+        else:
+            print(self.summary())
+
+    # ------------------------------------------------------------------ savers
+    def _target(self, path: str | Path, suffix: str) -> Path:
+        path = Path(path)
+        if path.suffix.lower() in (*IMAGE_SUFFIXES, ".json"):
+            return path.with_suffix(suffix)
+        return path / f"{self.name}{suffix}"
+
+    def save_to_img(self, path: str | Path) -> list[Path]:
+        """Write ``<name>.png`` (class ids, palette PNG, always PNG) and ``<name>_overlay.jpg``.
+
+        ``path`` is a folder or a file name (its suffix is replaced by ``.png``).
+        """
+        target = self._target(path, ".png")
+        atomic_write(target, lambda f: self.img.save(f, format="PNG"), mode="wb")
+        written = [target]
+        if self._image is not None:
+            over = target.with_name(target.stem + "_overlay.jpg")
+            atomic_write(over, lambda f: self.overlay().save(f, format="JPEG", quality=90),
+                         mode="wb")
+            written.append(over)
+        return written
+
+    def save_to_json(self, path: str | Path, full: bool = False, indent: int | None = None
+                     ) -> Path:
+        """Write the compact JSON (``full=True``: the reference nested-list format)."""
+        target = self._target(path, ".json")
+        write_json(target, self.to_dict(full), indent=indent)
+        return target
+
+    def save_all(self, path: str | Path) -> list[Path]:
+        return [self.save_to_json(path), *self.save_to_img(path)]
