@@ -15,6 +15,7 @@ import zlib  # noqa: F401  (before anything can import paddle; see segx.backend)
 import argparse
 import sys
 import traceback
+from pathlib import Path
 from typing import Sequence
 
 from segx.errors import SegxError
@@ -35,6 +36,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="print the fully merged config and exit")
     p.add_argument("--list-models", nargs="?", const="", metavar="PATTERN",
                    help="list registered models, optionally matching a wildcard pattern")
+    g = p.add_argument_group("pipelines and serving")
+    g.add_argument("--pipeline", metavar="NAME_OR_YAML",
+                   help="run a pipeline (semantic_segmentation or a YAML path)")
+    g.add_argument("--input", help="image, folder or URL (default: the YAML's Global.input)")
+    g.add_argument("--model", help="override Pipeline.model (name, exported or run folder)")
+    g.add_argument("--device", help="override Pipeline.device (cpu, gpu, gpu:N)")
+    g.add_argument("--batch_size", type=int, help="override Pipeline.batch_size")
+    g.add_argument("--save_path", help="where --pipeline saves results, or where "
+                                       "--get_pipeline_config writes the YAML")
+    g.add_argument("--get_pipeline_config", metavar="NAME",
+                   help="copy a built-in pipeline YAML to --save_path (never prompts)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="let --get_pipeline_config replace an existing file")
+    g.add_argument("--serve", action="store_true", help="serve --pipeline over HTTP")
+    g.add_argument("--host", default="127.0.0.1", help="--serve address (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8080, help="--serve port (default 8080)")
     return p
 
 
@@ -83,6 +100,44 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _get_pipeline_config(args: argparse.Namespace) -> int:
+    from segx.fileio import write_text
+    from segx.pipelines import pipeline_config_path
+    source = pipeline_config_path(args.get_pipeline_config)
+    folder = Path(args.save_path or ".")
+    target = folder / source.name if folder.suffix not in (".yaml", ".yml") else folder
+    if target.exists() and not args.overwrite:
+        raise SegxError(f"{target} already exists.",
+                        solution="pass --overwrite to replace it, or another --save_path.")
+    write_text(target, source.read_text(encoding="utf-8"))
+    print(f"wrote {target}")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from segx.pipelines import load_pipeline_config
+    overrides = {"model": args.model, "device": args.device, "batch_size": args.batch_size}
+    config = load_pipeline_config(args.pipeline, **overrides)
+    if args.serve:
+        from segx.serving import serve
+        serve(config, args.host, args.port)
+        return 0
+    from segx.pipelines import SemanticSegmentationPipeline
+    from segx.result import ResultSaver
+    pipe = SemanticSegmentationPipeline(config)
+    saver = ResultSaver(args.save_path) if args.save_path else None
+    try:
+        for res in pipe.predict(args.input):
+            res.print()
+            if saver:
+                saver.save(res)
+    finally:
+        pipe.close()
+    if saver:
+        print(f"saved {saver.count} result(s) to {args.save_path}")
+    return 0
+
+
 def _debug_requested(overrides: Sequence[str]) -> bool:
     return any(o.replace(" ", "").lower() in ("global.debug=true", "global.debug=1")
                for o in overrides)
@@ -100,6 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.list_models is not None:
             return print_models(args.list_models)
+        if args.get_pipeline_config:
+            return _get_pipeline_config(args)
+        if args.pipeline:
+            return _pipeline(args)
+        if args.serve:
+            raise SegxError("--serve needs --pipeline.",
+                            solution="run segx --serve --pipeline semantic_segmentation.")
         return _run(args)
     except SegxError as exc:
         if getattr(args, "debug", False) or _debug_requested(args.override):

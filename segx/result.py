@@ -145,3 +145,20 @@ class SegResult:
 
     def save_all(self, path: str | Path) -> list[Path]:
         return [self.save_to_json(path), *self.save_to_img(path)]
+
+
+class ResultSaver:
+    """Saves results into one folder (``save_all``), giving repeated names a ``_<k>`` suffix."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.seen: dict[str, int] = {}
+        self.count = 0
+
+    def save(self, res: SegResult) -> list[Path]:
+        n = self.seen.get(res.name, 0)
+        self.seen[res.name] = n + 1
+        stem = res.name if n == 0 else f"{res.name}_{n}"
+        self.count += 1
+        return [res.save_to_json(self.folder / f"{stem}.json"),
+                *res.save_to_img(self.folder / f"{stem}.png")]

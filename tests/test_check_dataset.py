@@ -332,18 +332,15 @@ def test_convert_needs_a_source_type(tmp_path):
         run(cfg)
 
 
-def test_recorded_classes_through_the_python_api(tmp_path):
+def test_class_list_through_the_python_api(tmp_path):
     from segx import run_mode
-    from segx.modules.check_dataset import recorded_classes
     root = make_dataset(tmp_path / "d", ids=(0, 1, 2))
     (root / "class_names.txt").write_text("bg\na\nb\n")
     result = run_mode("PP-LiteSeg-T", "check_dataset", [f"Global.dataset_dir={root}"],
                       Global__output=str(tmp_path / "ok"))
     assert result["done_flag"] and result["attributes"]["num_classes"] == 3
-    assert recorded_classes(tmp_path / "ok") == (3, ["bg", "a", "b"])
+    assert result["attributes"]["class_names"] == ["bg", "a", "b"]
     bad = make_dataset(tmp_path / "bad", ids=(0, 255))
     with pytest.raises(DatasetError):
         run_mode("PP-LiteSeg-T", "check_dataset", [f"Global.dataset_dir={bad}",
                                                    f"Global.output={tmp_path / 'no'}"])
-    assert recorded_classes(tmp_path / "no") is None  # a failed check records nothing usable
-    assert recorded_classes(tmp_path / "never") is None

@@ -68,16 +68,12 @@ def analyse(layout: Layout, cfg: Config) -> tuple[dict, Encoding, list[Problem]]
     return summary, enc, findings.finish()
 
 
-def _render(job: tuple) -> str | None:
-    """One rendering job (an overlay or the histogram), run in a worker process."""
-    from segx.modules.check_dataset import visualize
-    kind, *args = job
-    if kind == "histogram":
-        visualize.histogram(*args)
-        return None
-    sample, enc, names, path = args
+def _overlay(job: tuple) -> str | None:
+    """One overlay image, drawn in a worker process; None when the pair is unreadable."""
+    from segx.modules.check_dataset.visualize import overlay
+    sample, enc, names, path = job
     try:
-        visualize.overlay(sample, enc, names).save(path, quality=90)
+        overlay(sample, enc, names).save(path, quality=90)
     except (OSError, ValueError):
         return None  # unreadable pairs are already reported as problems
     return str(path)
@@ -85,21 +81,21 @@ def _render(job: tuple) -> str | None:
 
 def _render_all(layout: Layout, enc: Encoding, summary: dict, out: Path, n: int,
                 workers: int | None) -> dict:
-    """Overlays of the first ``n`` samples per split and the histogram, rendered in parallel.
-
-    Returns the overlay paths per split (relative to ``out``) in sample order.
-    """
+    """Overlays of the first ``n`` samples per split (in worker processes) and the histogram
+    (here, meanwhile). Returns the overlay paths per split, relative to ``out``."""
     from concurrent.futures import ProcessPoolExecutor
-    jobs: list[tuple] = [("histogram", summary["stats"], summary["names"],
-                          out / "check_dataset" / "histogram.png")]
-    splits: list[str] = []
+
+    from segx.modules.check_dataset.visualize import histogram
+    jobs, splits = [], []
     for split, samples in layout.samples.items():
         for k, s in enumerate(samples[:n]):
             rel = f"check_dataset/demo_img/{split}_{k:02d}_{s.image.stem}.jpg"
-            jobs.append(("overlay", s, enc, summary["names"], out / rel))
+            jobs.append((s, enc, summary["names"], out / rel))
             splits.append(split)
     with ProcessPoolExecutor(workers or None) as pool:
-        done = list(pool.map(_render, jobs))[1:]
+        pending = pool.map(_overlay, jobs)
+        histogram(summary["stats"], summary["names"], out / "check_dataset" / "histogram.png")
+        done = list(pending)
     paths: dict[str, list[str]] = {split: [] for split in layout.samples}
     for split, path in zip(splits, done):
         if path is not None:
@@ -194,16 +190,3 @@ def _print_summary(result: dict, problems: list[Problem]) -> None:
     for p in problems:
         print(f"  {p}")
     print("check passed." if result["check_pass"] else "check FAILED.")
-
-
-def recorded_classes(output: str | Path) -> tuple[int, list[str]] | None:
-    """The class count and names a passing check recorded in ``output`` (for train/evaluate)."""
-    import json
-    path = Path(output) / "check_dataset_result.json"
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not data.get("check_pass"):
-        return None
-    return data["attributes"]["num_classes"], data["attributes"].get("class_names", [])
-

@@ -15,6 +15,7 @@ from segx.errors import ConfigError
 
 def run(cfg: Config) -> dict:
     from segx.predictor import create_model, iter_inputs
+    from segx.result import ResultSaver
     inputs = cfg.get("Predict.input")
     if not inputs:
         raise ConfigError("Predict.input is not set.",
@@ -31,14 +32,11 @@ def run(cfg: Config) -> dict:
         bar = Progress(transient=True)
         bar.start()
         task = bar.add_task("predicting", total=total)
-    seen: dict[str, int] = {}
+    saver = ResultSaver(out)
     saved = []
     try:
         for res in model.predict(inputs):
-            n = seen.get(res.name, 0)
-            seen[res.name] = n + 1
-            stem = res.name if n == 0 else f"{res.name}_{n}"
-            files = [res.save_to_json(out / f"{stem}.json"), *res.save_to_img(out / f"{stem}.png")]
+            files = saver.save(res)
             line = res.summary()
             if bar:
                 bar.console.print(line, markup=False, highlight=False)

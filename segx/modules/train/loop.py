@@ -6,6 +6,7 @@ import math
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -149,8 +150,7 @@ class Trainer:
                        dump_yaml(self._effective_config(self.num_classes, self.names)))
         tty = sys.stdout.isatty()
         log = Log(self.out / "train.log" if main else None, echo=not tty if main else True)
-        progress = None
-        vdl = None
+        progress = vdl = previous = None
         self.vdl_dir = ""
         try:
             T.seed_everything(seed)
@@ -208,8 +208,8 @@ class Trainer:
                 f"iterations {state['iter'] + 1}..{self.total}, batch {bs} per process")
             if main and tty:
                 progress = Progress(state["iter"], self.total, True)
-            previous = signal.signal(signal.SIGINT, self._sigint) if main and self.world == 1 \
-                else None
+            if main and self.world == 1 and threading.current_thread() is threading.main_thread():
+                previous = signal.signal(signal.SIGINT, self._sigint)
             window_loss, window_n, t_window, reader = 0.0, 0, time.perf_counter(), 0.0
             t_start, start_iter = time.perf_counter(), state["iter"]
             for it in range(state["iter"] + 1, self.total + 1):
@@ -272,8 +272,7 @@ class Trainer:
                                       f"{self.out / f'iter_{it}'} saved.",
                                       solution="resume with -o Train.resume_path=auto.",
                                       report=self._result(state, False))
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            self.loop_seconds = time.perf_counter() - t_start  # read by bench/train.py
             if progress:
                 progress.close()
                 progress = None
@@ -287,6 +286,8 @@ class Trainer:
                 write_json(self.out / "train_result.json", result, indent=None)
             return result
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             if progress:
                 progress.close()
             if vdl:

@@ -1,0 +1,131 @@
+"""Pipelines and the HTTP service, offline, on a segx-exported model."""
+from __future__ import annotations
+
+import zlib  # noqa: F401
+
+import base64
+import io
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from segx import SegxError, create_model, create_pipeline
+from segx.pipelines import load_pipeline_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    import uvicorn
+
+    from segx.serving import create_app
+    config = load_pipeline_config("semantic_segmentation", model=str(run_dir), device="cpu")
+    config["Serving"]["max_body_mb"] = 1
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    srv.should_exit = True
+    thread.join(timeout=30)
+    assert not thread.is_alive()  # clean shutdown
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_pipeline_yields_create_model_results(run_dir, data):
+    files = sorted(str(p) for p in (data / "images").glob("*.jpg"))[:5]
+    pipe = create_pipeline("semantic_segmentation", model=str(run_dir), device="cpu",
+                           batch_size=2)
+    direct = create_model(run_dir, device="cpu")
+    for a, b in zip(pipe(files), direct.predict(files)):
+        assert a.input_path == b.input_path and np.array_equal(a.pred, b.pred)
+    with pytest.raises(SegxError, match="no input given"):
+        pipe.predict()
+    with pytest.raises(SegxError, match="unknown option 'batchsize'"):
+        create_pipeline("semantic_segmentation", batchsize=2)
+
+
+def test_pipeline_command_offline_uses_yaml_input(run_dir, data, tmp_path):
+    r = run_cli("--get_pipeline_config", "semantic_segmentation", "--save_path", str(tmp_path))
+    assert r.returncode == 0
+    yaml_path = tmp_path / "semantic_segmentation.yaml"
+    text = yaml_path.read_text().replace("  input: null", f"  input: {data / 'images'}")
+    text = text.replace("model: PP-LiteSeg-T", f"model: {run_dir}")
+    yaml_path.write_text(text)
+    again = run_cli("--get_pipeline_config", "semantic_segmentation", "--save_path",
+                    str(tmp_path))
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert yaml_path.read_text() == text  # not overwritten
+    out = tmp_path / "res"
+    r = run_cli("--pipeline", str(yaml_path), "--save_path", str(out), "--device", "cpu",
+                "--batch_size", "4")
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("*.png"))) == 12 and r.stdout.count("%") >= 12
+
+
+def test_server_answers_a_concurrent_burst_like_create_model(server, run_dir, data):
+    files = sorted((data / "images").glob("*.jpg"))
+    model = create_model(run_dir, device="cpu")
+    direct = {str(p): next(model.predict(str(p))).pred for p in files}
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda p: client.post(f"{server}/semantic-segmentation",
+                                                      json={"image": b64(p)}), files * 2))
+    for p, resp in zip(files * 2, answers):
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["errorCode"] == 0 and body["errorMsg"] == "Success" and body["logId"]
+        h, w = body["result"]["size"]
+        label_map = np.array(body["result"]["labelMap"]).reshape(h, w)
+        assert np.array_equal(label_map, direct[str(p)])
+        png = Image.open(io.BytesIO(base64.b64decode(body["result"]["image"])))
+        assert png.format == "PNG" and np.array_equal(np.asarray(png), label_map)
+
+
+@pytest.mark.parametrize("payload, status, message", [
+    (b"{not json", 400, "not valid JSON"),
+    (b'{"img": "x"}', 422, 'string field "image"'),
+    (b'{"image": "%%%not-base64"}', 400, "valid base64"),
+    (b'{"image": "' + base64.b64encode(b"hello world") + b'"}', 400, "not an image"),
+    (b'{"image": "http://127.0.0.1:9/x.jpg"}', 400, "cannot fetch"),
+    (b'{"image": "' + b"A" * (2 * 1024 * 1024) + b'"}', 413, "larger than 1 MB"),
+])
+def test_client_mistakes_get_4xx_and_server_survives(server, data, payload, status, message):
+    resp = httpx.post(f"{server}/semantic-segmentation", content=payload,
+                      headers={"content-type": "application/json"}, timeout=30)
+    assert resp.status_code == status
+    assert message in resp.json()["errorMsg"] and resp.json()["errorCode"] == status
+    ok = httpx.post(f"{server}/semantic-segmentation",
+                    json={"image": b64(data / "images" / "000.jpg")}, timeout=30)
+    assert ok.status_code == 200
+
+
+def test_health_and_unknown_route(server):
+    health = httpx.get(f"{server}/health").json()
+    assert health["errorCode"] == 0 and health["errorMsg"] == "Healthy"
+    missing = httpx.get(f"{server}/nope")
+    assert missing.status_code == 404 and missing.json()["errorCode"] == 404
