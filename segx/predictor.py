@@ -21,6 +21,7 @@ import numpy as np
 from segx.config import parse_yaml
 from segx.errors import ConfigError, SegxError, WeightsError
 from segx.result import IMAGE_SUFFIXES, SegResult
+from segx.tta import resize_scores, scores
 
 
 class InputError(SegxError):
@@ -42,9 +43,7 @@ def restore(score: np.ndarray, trans_info: list, nearest: bool = False) -> np.nd
                 idx_w = (np.arange(w) * score.shape[-1] / w).astype(int)
                 score = score[..., idx_h[:, None], idx_w]
             else:
-                hwc = cv2.resize(np.ascontiguousarray(score.transpose(1, 2, 0)), (w, h),
-                                 interpolation=cv2.INTER_LINEAR)
-                score = hwc.reshape(h, w, -1).transpose(2, 0, 1)
+                score = resize_scores(score[None], h, w)[0]
         elif kind == "padding":
             score = score[..., :h, :w]
     return score
@@ -210,13 +209,20 @@ class SegModel:
         for f in files:
             if not f.is_file():
                 raise WeightsError(f"'{f}' is missing.", solution="re-export the model.")
-        on_cpu = not self.device.startswith("gpu")
-        mode = run_mode
-        if on_cpu and mode == "auto":
-            # oneDNN is 5-6x faster than the plain CPU kernels on every x86 CPU we measured
-            mode = "mkldnn"
-        engine = T.Engine(*files, self.device, threads, mkldnn=on_cpu and mode == "mkldnn")
-        return engine, mode if on_cpu else "gpu"
+        if self.device.startswith("gpu"):
+            return T.Engine(*files, self.device, threads, mkldnn=False), "gpu"
+        if run_mode != "auto":
+            return T.Engine(*files, self.device, threads, mkldnn=run_mode == "mkldnn"), run_mode
+        # auto: oneDNN (5-6x faster than the plain kernels for PP-LiteSeg-T on the x86 CPUs we
+        # measured, see docs/benchmarks.md); the plain kernels where oneDNN cannot start
+        try:
+            engine = T.Engine(*files, self.device, threads, mkldnn=True)
+            shape = [v if isinstance(v, int) and v > 0 else d for v, d in
+                     zip(deploy.get("input_shape") or [None] * 4, (1, 3, 64, 64))]
+            engine(np.zeros(shape, np.float32))
+            return engine, "mkldnn"
+        except Exception:  # noqa: BLE001 - any oneDNN start-up failure means: use plain CPU
+            return T.Engine(*files, self.device, threads, mkldnn=False), "paddle"
 
     # ------------------------------------------------------------------ prediction
     def _prepare(self, name: str | None, source: Any) -> tuple:
@@ -227,51 +233,12 @@ class SegModel:
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         from segx.backend import training as T
+        a = self.aug
         if self.network is not None:
-            a = self.aug
             return T.predict_logits(self.network, batch, a["scales"], a["flip_h"], a["flip_v"],
                                     a["crop"], a["stride"])
-        if not self.augmented:
-            return self.engine(batch)
-        return self._augmented(batch)
-
-    def _augmented(self, batch: np.ndarray) -> np.ndarray:
-        """Scales, flips and windows on the static engine (scores averaged)."""
-        n, _, h, w = batch.shape
-        total = None
-        for s in self.aug["scales"]:
-            size = (max(int(w * s + .5), 1), max(int(h * s + .5), 1))
-            xs = batch if s == 1.0 else np.stack([cv2.resize(
-                im.transpose(1, 2, 0), size, interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
-                for im in batch])
-            for axis in [None] + ([3] if self.aug["flip_h"] else []) + (
-                    [2] if self.aug["flip_v"] else []):
-                xi = np.ascontiguousarray(xs if axis is None else np.flip(xs, axis))
-                score = self._windows(xi) if self.aug["crop"] else self.engine(xi)
-                if axis is not None:
-                    score = np.flip(score, axis)
-                if self.output_op == "none":
-                    score = np.exp(score - score.max(1, keepdims=True))
-                    score /= score.sum(1, keepdims=True)
-                if score.shape[2:] != (h, w):
-                    score = np.stack([restore(sc, [("resize", (h, w))]) for sc in score])
-                total = score if total is None else total + score
-        return total
-
-    def _windows(self, x: np.ndarray) -> np.ndarray:
-        _, _, h, w = x.shape
-        cw, ch = min(self.aug["crop"][0], w), min(self.aug["crop"][1], h)
-        sw, sh = self.aug["stride"]
-        total = count = None
-        for y0 in sorted({min(r * sh, h - ch) for r in range((h - ch + sh - 1) // sh + 1)}):
-            for x0 in sorted({min(c * sw, w - cw) for c in range((w - cw + sw - 1) // sw + 1)}):
-                out = self.engine(np.ascontiguousarray(x[:, :, y0:y0 + ch, x0:x0 + cw]))
-                if total is None:
-                    total = np.zeros((x.shape[0], out.shape[1], h, w), np.float32)
-                    count = np.zeros((1, 1, h, w), np.float32)
-                total[:, :, y0:y0 + ch, x0:x0 + cw] += out
-                count[:, :, y0:y0 + ch, x0:x0 + cw] += 1
-        return total / count
+        return scores(self.engine, batch, a["scales"], a["flip_h"], a["flip_v"], a["crop"],
+                      a["stride"], probabilities=self.output_op == "softmax")
 
     def _results(self, items: list[tuple], start: int) -> list[SegResult]:
         preds: list[np.ndarray | None] = [None] * len(items)

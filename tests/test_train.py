@@ -255,3 +255,24 @@ def test_confusion_metrics_by_hand():
     assert m["Acc"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         conf.update(np.zeros((2, 2)), np.full((2, 2), 3))
+
+
+def test_loader_workers_do_not_change_the_result(run_dir, data, tmp_path):
+    out = tmp_path / "workers"
+    r = run_cli(*base_args(data, out, "-o", "Train.num_workers=2"))
+    assert r.returncode == 0, r.stderr
+    assert same_params(out / "iter_8" / "model.pdparams", run_dir / "iter_8" / "model.pdparams")
+
+
+def test_flat_validation_with_collapsing_loss_warns(tmp_path):
+    from segx.config import load_config
+    from segx.modules.train.loop import Trainer
+    lines = []
+    trainer = Trainer(load_config("PP-LiteSeg-T", [f"Global.output={tmp_path}"]), "cpu")
+    state = {"curves": {"mIoU": [0.4, 0.4, 0.4], "loss": [2.0, 1.5, 0.6]}}
+    trainer._warn_flat(state, lambda line, console=True: lines.append(line), None)
+    assert lines and "WARNING" in lines[0] and "label encoding" in lines[0]
+    lines.clear()
+    state["curves"]["mIoU"] = [0.4, 0.45, 0.5]
+    trainer._warn_flat(state, lambda line, console=True: lines.append(line), None)
+    assert not lines

@@ -287,55 +287,16 @@ def _forward(model, x):
     return outs[0] if isinstance(outs, (list, tuple)) else outs
 
 
-def _slide(model, x, crop: Sequence[int], stride: Sequence[int]):
-    """Sliding-window logits: windows of ``crop`` (w, h) every ``stride``, overlaps averaged."""
-    _, _, h, w = x.shape
-    cw, ch = min(crop[0], w), min(crop[1], h)
-    sw, sh = stride
-    rows = max((h - ch + sh - 1) // sh, 0) + 1
-    cols = max((w - cw + sw - 1) // sw, 0) + 1
-    total, count = None, np.zeros((1, 1, h, w), np.float32)
-    for r in range(rows):
-        for c in range(cols):
-            y0, x0 = min(r * sh, h - ch), min(c * sw, w - cw)
-            logit = _forward(model, x[:, :, y0:y0 + ch, x0:x0 + cw])
-            if total is None:
-                total = paddle.zeros([x.shape[0], logit.shape[1], h, w], logit.dtype)
-            total[:, :, y0:y0 + ch, x0:x0 + cw] += logit
-            count[:, :, y0:y0 + ch, x0:x0 + cw] += 1
-    return total / paddle.to_tensor(count)
-
-
 @paddle.no_grad()
 def predict_logits(model, batch: np.ndarray, scales: Sequence[float] = (1.0,),
                    flip_h: bool = False, flip_v: bool = False,
                    crop: Sequence[int] | None = None, stride: Sequence[int] | None = None):
-    """Class scores for an N x 3 x H x W batch as an N x C x H x W numpy array.
-
-    With one scale, no flips and no window these are the raw logits; otherwise the mean of the
-    softmax over every scale and flip (the usual test-time augmentation).
-    """
+    """Class scores for an N x 3 x H x W batch as an N x C x H x W numpy array: the raw logits,
+    or with scales/flips/windows the mean softmax (see :func:`segx.tta.scores`)."""
+    from segx.tta import scores
     model.eval()
-    x = paddle.to_tensor(batch)
-    h, w = batch.shape[2:]
-    plain = list(scales) == [1.0] and not flip_h and not flip_v
-    flips = [[]] + ([[3]] if flip_h else []) + ([[2]] if flip_v else [])
-    total = None
-    for s in scales:
-        xs = x if s == 1.0 else F.interpolate(x, size=[max(int(h * s + .5), 1),
-                                                      max(int(w * s + .5), 1)],
-                                              mode="bilinear", align_corners=False)
-        for axes in flips:
-            xi = paddle.flip(xs, axes) if axes else xs
-            logit = _slide(model, xi, crop, stride or crop) if crop else _forward(model, xi)
-            if axes:
-                logit = paddle.flip(logit, axes)
-            if list(logit.shape[2:]) != [h, w]:
-                logit = F.interpolate(logit, size=[h, w], mode="bilinear", align_corners=False)
-            if not plain:
-                logit = F.softmax(logit, axis=1)
-            total = logit if total is None else total + logit
-    return total.numpy()
+    return scores(lambda x: _forward(model, paddle.to_tensor(x)).numpy(), batch, scales,
+                  flip_h, flip_v, crop, stride)
 
 
 # --------------------------------------------------------------------------- checkpoints
