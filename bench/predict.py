@@ -85,7 +85,7 @@ def main() -> None:
             tensors = np.stack([model._prepare(f, Path(f))[2] for f in files])
             n_dyn = min(4, len(files))
             dyn = rate(lambda t=tensors, n=n_dyn: [T.predict_logits(net, t[k:k + 1])
-                                                   for k in range(n)], n_dyn, 1)
+                                                   for k in range(n)], n_dyn)
             for bs in (1, 8):
                 e2e = rate(lambda f=files, b=bs: list(model.predict(f, batch_size=b)),
                            len(files))

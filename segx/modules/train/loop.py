@@ -177,10 +177,13 @@ class Trainer:
                     f"{state['best']['score']:.4f} at iteration {state['best']['iter']})")
                 if state["iter"] >= self.total:
                     log(f"this run already finished: iteration {state['iter']} of {self.total}; "
-                        "nothing to do (raise Train.epochs_iters to train longer).")
+                        "nothing to train (raise Train.epochs_iters to train longer).")
+                    if main and not ((self.out / "best_model" / "inference" / "inference.yml")
+                                     .is_file() and (self.out / "training_curves.png").is_file()):
+                        self._finish(state, log)  # the run stopped before its final export
                     result = self._result(state, True)
                     if main:
-                        write_json(self.out / "train_result.json", result)
+                        write_json(self.out / "train_result.json", result, indent=None)
                     return result
             elif cfg.get("Train.resume_path") == "auto":
                 log(f"no checkpoint in {self.out} to resume from; starting at iteration 0")
