@@ -221,17 +221,27 @@ def test_binary_0_255_labels_are_refused(tmp_path):
     assert r.returncode == 2 and "binary_0_255" in r.stderr and "fix_labels" in r.stderr
 
 
-def test_mixed_loss_and_full_checkpoint_as_pretrained(run_dir, data, tmp_path):
+@pytest.mark.parametrize("kind", ["full model", "backbone"])
+def test_mixed_loss_and_pretrained_checkpoints(run_dir, data, tmp_path, kind):
+    import paddle
     mixed = ("Train.losses.types=[{type: MixedLoss, losses: [{type: CrossEntropyLoss}, "
              "{type: DiceLoss}, {type: LovaszSoftmaxLoss}], coef: [1, 0.5, 0.5]}, "
              "{type: CrossEntropyLoss}, {type: CrossEntropyLoss}]")
+    weights = run_dir / "best_model" / "model.pdparams"
+    if kind == "backbone":  # a backbone-only file, as published ImageNet weights are
+        state = paddle.load(str(weights))
+        weights = tmp_path / "backbone.pdparams"
+        paddle.save({k[len("backbone."):]: v for k, v in state.items()
+                     if k.startswith("backbone.")}, str(weights))
     out = tmp_path / "o"
     r = run_cli(*base_args(data, out, "-o", mixed, "-o", "Train.epochs_iters=2",
                            "-o", "Train.eval_interval=2", "-o",
-                           f"Train.pretrain_weight_path={run_dir / 'best_model/model.pdparams'}"))
+                           f"Train.pretrain_weight_path={weights}"))
     assert r.returncode == 0, r.stderr
     log = (out / "train.log").read_text()
-    assert "pretrained full model weights" in log and "loaded" in log
+    assert f"pretrained {kind} weights" in log and "loaded" in log
+    if kind == "backbone":
+        assert "skipped" not in log.split(f"pretrained {kind} weights")[1].split("\n")[0]
 
 
 def test_two_cpu_ranks_keep_identical_parameters_and_statistics(data, tmp_path):

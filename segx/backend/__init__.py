@@ -97,7 +97,11 @@ def resolve_weights(path_or_url: str) -> Path:
 
 def load_pretrained(layer: paddle.nn.Layer, path_or_url: str) -> tuple[int, list[str]]:
     """Load matching tensors into ``layer``; returns (loaded count, skipped keys)."""
-    state = paddle.load(str(resolve_weights(path_or_url)))
+    return load_matching(layer, paddle.load(str(resolve_weights(path_or_url))))
+
+
+def load_matching(layer: paddle.nn.Layer, state: dict) -> tuple[int, list[str]]:
+    """Load the tensors of ``state`` whose name and shape match; returns (loaded, skipped)."""
     own = layer.state_dict()
     loaded, skipped = {}, []
     for key, value in state.items():

@@ -322,10 +322,6 @@ def set_state(layer, state: dict) -> list[str]:
     return bad
 
 
-def tensor_shape(state: dict, key: str) -> list[int]:
-    return list(state[key].shape)
-
-
 # --------------------------------------------------------------------------- export, engine
 class _Deploy(paddle.nn.Layer):
     def __init__(self, model, output_op: str):

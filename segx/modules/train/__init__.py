@@ -117,21 +117,19 @@ def build_network(run_cfg: Config, weights: Path | None = None):
 
 def load_pretrained(model, path: str, log) -> None:
     """A backbone-only or a full-model checkpoint; says what loaded and what was skipped."""
-    from segx.backend import resolve_weights
+    from segx.backend import load_matching, resolve_weights
     from segx.backend import training as T
     state = T.load(resolve_weights(path))
     own = model.state_dict()
-    as_full = {k: v for k, v in state.items() if k in own}
-    as_backbone = {f"backbone.{k}": v for k, v in state.items() if f"backbone.{k}" in own}
-    kind, chosen = ("full model", as_full) if len(as_full) >= len(as_backbone) else (
-        "backbone", as_backbone)
-    fits = {k: v for k, v in chosen.items() if T.tensor_shape(chosen, k) == list(own[k].shape)}
-    if not fits:
+    as_backbone = sum(f"backbone.{k}" in own for k in state) > sum(k in own for k in state)
+    kind = "backbone" if as_backbone else "full model"
+    if as_backbone:
+        state = {f"backbone.{k}": v for k, v in state.items()}
+    loaded, skipped = load_matching(model, state)
+    if not loaded:
         raise WeightsError(f"no tensor of '{path}' fits {type(model).__name__}.",
                            solution="give a checkpoint of this architecture or its backbone.")
-    model.set_state_dict(fits)
-    skipped = [k for k in state if (f"backbone.{k}" if kind == "backbone" else k) not in fits]
-    log(f"pretrained {kind} weights from {path}: loaded {len(fits)} of {len(own)} tensors"
+    log(f"pretrained {kind} weights from {path}: loaded {loaded} of {len(own)} tensors"
         + (f"; skipped {len(skipped)}: {', '.join(skipped[:5])}"
            f"{' ...' if len(skipped) > 5 else ''}" if skipped else ""))
 
