@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segx.modules.check_dataset.dataset import Sample
+from segx.progress import Progress
 
 _ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -100,44 +99,17 @@ def scan_all(samples: list[Sample], workers: int | None = None) -> list[Scan]:
     if not pairs:
         return []
     chunk = max(1, min(16, len(pairs) // (workers * 8)))  # small: no idle tail
-    progress = _Progress(len(pairs))
+    progress = Progress("checked samples", len(pairs), quarters=True)
     if workers == 1 or len(pairs) < 8:
         results = []
         for p in pairs:
             results.append(_scan_pair(p))
-            progress.step()
+            progress.update()
     else:
         with ProcessPoolExecutor(workers) as pool:
             results = []
             for r in pool.map(_scan_pair, pairs, chunksize=chunk):
                 results.append(r)
-                progress.step()
+                progress.update()
     progress.close()
     return results
-
-
-class _Progress:
-    """A progress bar on a terminal, a few plain lines otherwise."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.t0 = total, 0, time.monotonic()
-        self.bar = None
-        if sys.stderr.isatty():
-            from rich.progress import Progress
-            self.bar = Progress(transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("checking samples", total=total)
-        self.next_log = 0.25
-
-    def step(self) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.advance(self.task)
-        elif self.done / self.total >= self.next_log and time.monotonic() - self.t0 > 1.0:
-            rate = self.done / max(time.monotonic() - self.t0, 1e-9)
-            print(f"checked {self.done}/{self.total} samples ({rate:.0f}/s)", file=sys.stderr)
-            self.next_log += 0.25
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

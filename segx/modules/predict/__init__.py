@@ -6,11 +6,11 @@ file name in two folders) get a ``_<k>`` suffix. A summary line per image is pri
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from segx.config import Config
 from segx.errors import ConfigError
+from segx.progress import Progress
 
 
 def run(cfg: Config) -> dict:
@@ -25,29 +25,18 @@ def run(cfg: Config) -> dict:
     model = create_model(model_dir, cfg.get("Global.device"), cfg.get("Predict.batch_size"),
                          run_mode=cfg.get("Predict.run_mode"),
                          cpu_threads=cfg.get("Predict.cpu_threads"))
-    total = len(iter_inputs(inputs))
-    bar = None
-    if sys.stderr.isatty():
-        from rich.progress import Progress
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("predicting", total=total)
+    progress = Progress("predicting", len(iter_inputs(inputs)))
     saver = ResultSaver(out)
     saved = []
     try:
         for res in model.predict(inputs):
             files = saver.save(res)
-            line = res.summary()
-            if bar:
-                bar.console.print(line, markup=False, highlight=False)
-                bar.advance(task)
-            else:
-                print(line, flush=True)
+            progress.print(res.summary())
+            progress.update()
             saved.append({"input_path": res.input_path,
                           "files": [str(f.relative_to(out)) for f in files]})
     finally:
-        if bar:
-            bar.stop()
+        progress.close()
         model.close()
     print(f"saved {len(saved)} result(s) to {out} ({model!r})")
     return {"model_dir": str(model_dir), "results": saved}

@@ -136,7 +136,7 @@ def load_pretrained(model, path: str, log) -> None:
 
 # --------------------------------------------------------------------------- logging
 class Log:
-    """Plain lines to ``train.log`` (and stdout when it is not a terminal)."""
+    """Plain lines to ``train.log`` and, with ``echo``, to stdout."""
 
     def __init__(self, path: Path | None, echo: bool):
         self.file = open(path, "a", encoding="utf-8") if path else None
@@ -153,32 +153,6 @@ class Log:
     def close(self) -> None:
         if self.file:
             self.file.close()
-
-
-class Progress:
-    """A rich progress bar on a terminal; nothing otherwise (the log lines carry the facts)."""
-
-    def __init__(self, start: int, total: int, enabled: bool):
-        self.bar = None
-        if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar,
-                                       TextColumn, TimeRemainingColumn)
-            self.bar = Bar(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-            self.bar.start()
-
-    def update(self, it: int, info: str) -> None:
-        if self.bar:
-            self.bar.update(self.task, completed=it, info=info)
-
-    def print(self, line: str) -> None:
-        if self.bar:
-            self.bar.console.print(line, markup=False, highlight=False)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -13,8 +13,9 @@ from pathlib import Path
 from segx.config import Config, dump_yaml
 from segx.errors import ConfigError
 from segx.fileio import write_json, write_text
+from segx.progress import Progress
 from segx.modules.train import (
-    CHECKPOINT, Interrupted, Log, Progress, check_data, load_pretrained, resume_folder,
+    CHECKPOINT, Interrupted, Log, check_data, load_pretrained, resume_folder,
     save_checkpoint)
 
 
@@ -148,8 +149,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / "config.yaml",
                        dump_yaml(self._effective_config(self.num_classes, self.names)))
-        tty = sys.stdout.isatty()
-        log = Log(self.out / "train.log" if main else None, echo=not tty if main else True)
+        log = Log(self.out / "train.log" if main else None, echo=True)
         progress = vdl = previous = None
         self.vdl_dir = ""
         try:
@@ -209,8 +209,8 @@ class Trainer:
             log(f"training {cfg.get('Global.model')} on {self.device} x{self.world}: "
                 f"{len(train)} train / {len(val)} val samples, {self.num_classes} classes, "
                 f"iterations {state['iter'] + 1}..{self.total}, batch {bs} per process")
-            if main and tty:
-                progress = Progress(state["iter"], self.total, True)
+            if main and sys.stderr.isatty():
+                progress = Progress("train", self.total, state["iter"])
             if main and self.world == 1 and threading.current_thread() is threading.main_thread():
                 previous = signal.signal(signal.SIGINT, self._sigint)
             window_loss, window_n, t_window, reader = 0.0, 0, time.perf_counter(), 0.0
@@ -236,7 +236,7 @@ class Trainer:
                     line = (f"[TRAIN] iter {it}/{self.total} loss {mean:.4f} lr {lr:.6f} "
                             f"{rate * bs * self.world:.2f} img/s reader {reader / window_n:.3f} "
                             f"s/it ETA {_fmt_eta(eta)}")
-                    log(line)
+                    log(line, console=progress is None)  # on a terminal the bar shows it
                     state["curves"]["iter"].append(it)
                     state["curves"]["loss"].append(mean)
                     state["curves"]["lr"].append(lr)
@@ -250,7 +250,7 @@ class Trainer:
                                             f"{rate * bs * self.world:.1f} img/s")
                     window_loss, window_n, reader, t_window = 0.0, 0, 0.0, now
                 elif progress:
-                    progress.update(it, progress.bar.tasks[0].fields["info"])
+                    progress.update(it)
                 if it % eval_every == 0 or it == self.total:
                     self._validate(net, model, opt, state, val, val_tf, log, progress, vdl)
                 interrupted = self.stop_requested
