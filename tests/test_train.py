@@ -286,3 +286,28 @@ def test_flat_validation_with_collapsing_loss_warns(tmp_path):
     state["curves"]["mIoU"] = [0.4, 0.45, 0.5]
     trainer._warn_flat(state, lambda line, console=True: lines.append(line), None)
     assert not lines
+
+
+def test_ctrl_c_in_a_two_process_run_checkpoints_every_rank_at_one_iteration(data, tmp_path):
+    out = tmp_path / "dp"
+    args = base_args(data, out, "-o", "Global.device=cpu", "-o", "Train.nprocs=2",
+                     "-o", "Train.epochs_iters=40", "-o", "Train.eval_interval=40")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            start_new_session=True)  # its own group, like a terminal job
+    log = out / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "iter 2/40" in log.read_text()):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    result = json.loads((out / "train_result.json").read_text())
+    stopped = result["interrupted_at"]
+    assert result["done_flag"] is False and 2 <= stopped < 40
+    assert (out / f"iter_{stopped}" / "model.pdstates").is_file()
+    r = run_cli(*[a.replace("epochs_iters=40", f"epochs_iters={stopped + 2}") for a in args],
+                "-o", "Train.resume_path=auto")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resumed from {out / f'iter_{stopped}'}" in (out / "train.log").read_text()

@@ -230,6 +230,13 @@ def broadcast_buffers(model) -> None:
         paddle.distributed.broadcast(t, src=0)
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one tiny all-reduce)."""
+    t = paddle.to_tensor([int(flag)], dtype="int32")
+    paddle.distributed.all_reduce(t, op=paddle.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def barrier() -> None:
     paddle.distributed.barrier()
 

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -238,15 +239,28 @@ def _launch(cfg: Config, nprocs: int, gpu_ids: str) -> dict:
     cmd += ["--gpus", gpu_ids] if gpu_ids else ["--nproc_per_node", str(nprocs)]
     cmd += [str(Path(__file__).with_name("rank.py")), str(launch_cfg)]
     print(f"starting {nprocs} training processes (logs: {logs})", flush=True)
-    code = subprocess.call(cmd)
     result_path = out / "train_result.json"
-    if code != 0:
-        if code == Interrupted.exit_code or code == -signal.SIGINT:
-            raise Interrupted("training interrupted.", solution="resume with "
-                              "-o Train.resume_path=auto.")
+    started = time.time()
+    proc = subprocess.Popen(cmd)
+    # Ctrl-C reaches the ranks directly (same process group) and they checkpoint; this process
+    # waits for them instead of dying first.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        code = proc.wait()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    fresh = result_path.is_file() and result_path.stat().st_mtime >= started
+    result = json.loads(result_path.read_text(encoding="utf-8")) if fresh else None
+    if result and result.get("interrupted_at"):
+        raise Interrupted(f"training interrupted at iteration {result['interrupted_at']}; "
+                          f"checkpoint {out / ('iter_' + str(result['interrupted_at']))} saved.",
+                          solution="resume with -o Train.resume_path=auto.", report=result)
+    if code != 0 or result is None:
         raise SegxError(f"a training process failed (exit {code}).",
                         solution=f"see {logs}/workerlog.* for each rank's output.")
-    return json.loads(result_path.read_text(encoding="utf-8"))
+    return result
 
 
 def run(cfg: Config) -> dict:

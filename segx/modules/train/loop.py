@@ -125,11 +125,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _sigint(self, signum, frame) -> None:  # noqa: ARG002
-        if self.stop_requested:
+        if self.stop_requested and self.world == 1:
             raise KeyboardInterrupt
         self.stop_requested = True
-        print("\nstopping after this iteration to save a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+        if self.main:
+            print("\nstopping after this iteration to save a checkpoint"
+                  + (" (Ctrl-C again to abort)" if self.world == 1 else ""),
+                  file=sys.stderr, flush=True)
+
+    def _catch_signals(self) -> dict:
+        """Ctrl-C (and, in a multi-process run, the launcher's SIGTERM that follows it) asks
+        for a checkpoint at the end of the iteration; returns the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        signals = [signal.SIGINT] + ([signal.SIGTERM] if self.world > 1 else [])
+        return {sig: signal.signal(sig, self._sigint) for sig in signals}
 
     def _evaluate(self, net, val, transforms) -> dict:
         from segx.modules.evaluate import evaluate_samples
@@ -211,8 +221,7 @@ class Trainer:
                 f"iterations {state['iter'] + 1}..{self.total}, batch {bs} per process")
             if main and sys.stderr.isatty():
                 progress = Progress("train", self.total, state["iter"])
-            if main and self.world == 1 and threading.current_thread() is threading.main_thread():
-                previous = signal.signal(signal.SIGINT, self._sigint)
+            previous = self._catch_signals()
             window_loss, window_n, t_window, reader = 0.0, 0, time.perf_counter(), 0.0
             t_start, start_iter = time.perf_counter(), state["iter"]
             for it in range(state["iter"] + 1, self.total + 1):
@@ -253,7 +262,8 @@ class Trainer:
                     progress.update(it)
                 if it % eval_every == 0 or it == self.total:
                     self._validate(net, model, opt, state, val, val_tf, log, progress, vdl)
-                interrupted = self.stop_requested
+                interrupted = self.stop_requested if self.world == 1 else T.any_rank(
+                    self.stop_requested)  # every rank stops at the same iteration
                 if it % save_every == 0 or it == self.total or interrupted:
                     if self.world > 1:
                         T.broadcast_buffers(model)
@@ -271,10 +281,13 @@ class Trainer:
                         progress = None
                     log(f"interrupted at iteration {it}: checkpoint saved in "
                         f"{self.out / f'iter_{it}'}")
+                    report = {**self._result(state, False), "interrupted_at": it}
+                    if main:
+                        write_json(self.out / "train_result.json", report, indent=None)
                     raise Interrupted(f"training interrupted at iteration {it}; checkpoint "
                                       f"{self.out / f'iter_{it}'} saved.",
                                       solution="resume with -o Train.resume_path=auto.",
-                                      report=self._result(state, False))
+                                      report=report)
             self.loop_seconds = time.perf_counter() - t_start  # read by bench/train.py
             if progress:
                 progress.close()
@@ -289,8 +302,8 @@ class Trainer:
                 write_json(self.out / "train_result.json", result, indent=None)
             return result
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in (previous or {}).items():
+                signal.signal(sig, handler)
             if progress:
                 progress.close()
             if vdl:
