@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -47,3 +48,15 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write a text file."""
     return atomic_write(path, lambda f: f.write(text))
+
+
+def replace_dir(tmp: str | Path, final: str | Path) -> None:
+    """Move the fully written folder ``tmp`` to ``final``; an older ``final`` is removed only
+    after the new one is in place (a crash leaves either the old or the new folder)."""
+    tmp, final = Path(tmp), Path(final)
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)

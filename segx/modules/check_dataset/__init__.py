@@ -14,7 +14,7 @@ from segx.errors import DatasetError
 from segx.modules.check_dataset.checks import (
     IGNORE, Encoding, Findings, all_samples, check_ids, check_samples, class_statistics,
     detect_encoding, group_by_split)
-from segx.modules.check_dataset.dataset import Layout, Problem, read_layout
+from segx.modules.check_dataset.dataset import Layout, Problem, dataset_root, read_layout
 from segx.modules.check_dataset.scan import scan_all
 
 NAME_FILES = ("class_names.txt", "labels.txt")
@@ -105,15 +105,7 @@ def _render_all(layout: Layout, enc: Encoding, summary: dict, out: Path, n: int,
 
 def run(cfg: Config) -> dict:
     """Run check_dataset for ``cfg``; raises CheckFailed after writing a failing report."""
-    dataset_dir = cfg.get("Global.dataset_dir")
-    if not dataset_dir:
-        raise DatasetError("Global.dataset_dir is not set.",
-                           solution="pass -o Global.dataset_dir=path/to/dataset.")
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise DatasetError(f"dataset folder '{root}' does not exist.",
-                           solution="check -o Global.dataset_dir (relative paths start from "
-                                    f"{Path.cwd()}).")
+    root = dataset_root(cfg)
     out = Path(cfg.get("Global.output"))
     (out / "check_dataset" / "demo_img").mkdir(parents=True, exist_ok=True)
     notes: dict = {}
@@ -173,9 +165,8 @@ def run(cfg: Config) -> dict:
     _print_summary(result, problems)
     if errors:
         first = errors[0]
-        where = f" ({first.file}{':' + str(first.line) if first.line else ''})" if first.file else ""
         raise CheckFailed(f"dataset check failed with {len(errors)} error(s); first: "
-                          f"{first.code}{where}: {first.message}",
+                          f"{first.summary()}",
                           solution=f"{first.fix} Every problem is listed in "
                                    f"{out / 'check_dataset_result.json'}.", report=result)
     return result

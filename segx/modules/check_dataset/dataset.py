@@ -23,8 +23,17 @@ class Problem:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def where(self) -> str:
+        """``file:line``, ``file`` or empty."""
+        return f"{self.file}:{self.line}" if self.line else (self.file or "")
+
+    def summary(self) -> str:
+        """``code (file:line): message``, for one-line errors."""
+        return f"{self.code}{f' ({self.where})' if self.where else ''}: {self.message}"
+
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}: " if self.line else (f"{self.file}: " if self.file else "")
+        where = f"{self.where}: " if self.where else ""
         return f"[{self.severity}] {self.code}: {where}{self.message}" + \
             (f" Fix: {self.fix}" if self.fix else "")
 
@@ -90,6 +99,21 @@ def read_list(root: Path, split: str, path: Path, layout: Layout) -> list[Sample
         img, lbl = (Path(p) if Path(p).is_absolute() else root / p for p in parts)
         samples.append(Sample(split, img, lbl, path.name, lineno))
     return samples
+
+
+def dataset_root(cfg) -> Path:
+    """``Global.dataset_dir`` as an existing folder, or a one-line error saying how to set it."""
+    from segx.errors import DatasetError
+    value = cfg.get("Global.dataset_dir")
+    if not value:
+        raise DatasetError("Global.dataset_dir is not set.",
+                           solution="pass -o Global.dataset_dir=path/to/dataset.")
+    root = Path(value)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder '{root}' does not exist.",
+                           solution="check -o Global.dataset_dir (relative paths start from "
+                                    f"{Path.cwd()}).")
+    return root
 
 
 def read_layout(root: Path) -> Layout:

@@ -99,19 +99,15 @@ def confusion_png(matrix: np.ndarray, names: list[str], path: Path) -> None:
 def run(cfg: Config) -> dict:
     from segx.backend import resolve_device
     from segx.backend import training as T
-    from segx.modules.check_dataset.dataset import read_layout
+    from segx.modules.check_dataset.dataset import dataset_root, read_layout
     from segx.modules.run_info import default_weights, run_config
     from segx.modules.train import build_network
     weights = default_weights(cfg, "Evaluate.weight_path")
     run_cfg = run_config(weights)
-    dataset_dir = cfg.get("Global.dataset_dir")
-    if not dataset_dir:
-        raise DatasetError("Global.dataset_dir is not set.",
-                           solution="pass -o Global.dataset_dir=path/to/dataset.")
-    layout = read_layout(Path(dataset_dir))
-    val = layout.samples.get("val")
+    root = dataset_root(cfg)
+    val = read_layout(root).samples.get("val")
     if not val:
-        raise DatasetError(f"no validation samples in {Path(dataset_dir) / 'val.txt'}.",
+        raise DatasetError(f"no validation samples in {root / 'val.txt'}.",
                            solution="run check_dataset on the dataset first.")
     crop, stride = _window(cfg)
     T.set_device(resolve_device(cfg.get("Global.device")))

@@ -14,7 +14,7 @@ import numpy as np
 
 from segx.config import Config, dump_yaml
 from segx.errors import ConfigError, SegxError
-from segx.fileio import write_text
+from segx.fileio import replace_dir, write_text
 
 MIN_ARGMAX_AGREEMENT = 0.999  # share of equal argmax pixels
 MAX_RELATIVE_DIFF = 1e-3  # max |logit difference| / max |logit|
@@ -77,7 +77,7 @@ def export_run(cfg: Config, config_path: Path, weights: Path, target: Path) -> d
     """Export ``weights`` of the run described by ``config_path`` into ``target``."""
     from segx.backend import training as T
     from segx.modules.run_info import run_config
-    from segx.modules.train import _replace_dir, build_network
+    from segx.modules.train import build_network
     run_cfg = run_config(config_path)
     shape = _input_shape(cfg)
     output_op = cfg.get("Export.output_op")
@@ -104,7 +104,7 @@ def export_run(cfg: Config, config_path: Path, weights: Path, target: Path) -> d
                         f"{report['max_abs_diff']:.3g}.",
                         solution="report this with the model name; try -o Export.input_shape "
                                  "to fix the input size.")
-    _replace_dir(tmp, target)
+    replace_dir(tmp, target)
     return {"inference_dir": str(target), "weight_path": str(weights),
             "model_name": run_cfg.get("Global.model"),
             "num_classes": run_cfg.get("Train.num_classes"), "agreement": report}

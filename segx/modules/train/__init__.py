@@ -14,7 +14,6 @@ from __future__ import annotations
 import zlib  # noqa: F401  (ranks start here; must precede paddle)
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from segx.config import Config, dump_yaml
 from segx.errors import ConfigError, DatasetError, SegxError, WeightsError
-from segx.fileio import write_text
+from segx.fileio import replace_dir, write_text
 
 CHECKPOINT = re.compile(r"^iter_(\d+)$")
 
@@ -64,22 +63,14 @@ def resolve_classes(cfg: Config, summary: dict) -> tuple[int, list[str]]:
 def check_data(cfg: Config, world: int) -> tuple[list, list, int, list[str]]:
     """Every guard that must hold before the first step; returns (train, val, classes, names)."""
     from segx.modules.check_dataset import analyse
-    from segx.modules.check_dataset.dataset import read_layout
-    dataset_dir = cfg.get("Global.dataset_dir")
-    if not dataset_dir:
-        raise DatasetError("Global.dataset_dir is not set.",
-                           solution="pass -o Global.dataset_dir=path/to/dataset.")
-    if not Path(dataset_dir).is_dir():
-        raise DatasetError(f"dataset folder '{dataset_dir}' does not exist.",
-                           solution="check -o Global.dataset_dir.")
-    layout = read_layout(Path(dataset_dir))
-    summary, enc, problems = analyse(layout, cfg)
+    from segx.modules.check_dataset.dataset import dataset_root, read_layout
+    layout = read_layout(dataset_root(cfg))
+    summary, _, problems = analyse(layout, cfg)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         p = errors[0]
-        where = f" ({p.file}{':' + str(p.line) if p.line else ''})" if p.file else ""
         raise DatasetError(f"the dataset fails its check ({len(errors)} error(s)); first: "
-                           f"{p.code}{where}: {p.message}",
+                           f"{p.summary()}",
                            solution=f"{p.fix} Run Global.mode=check_dataset for the full list.")
     num, names = resolve_classes(cfg, summary)
     train = [(s.image, s.label) for s in layout.samples.get("train", [])]
@@ -157,16 +148,6 @@ class Log:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written folder into place; an older one is removed only afterwards."""
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_checkpoint(folder: Path, files: dict) -> None:
     """Write ``{name: object}`` into ``folder`` atomically (model.pdstates last)."""
     from segx.backend import training as T
@@ -175,7 +156,7 @@ def save_checkpoint(folder: Path, files: dict) -> None:
     tmp.mkdir(parents=True)
     for name, obj in files.items():
         T.save(obj, tmp / name)
-    _replace_dir(tmp, folder)
+    replace_dir(tmp, folder)
 
 
 def find_checkpoint(output: Path) -> Path | None:
