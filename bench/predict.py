@@ -6,7 +6,10 @@ PP-LiteSeg-T with random weights (19 classes) is exported once, then for 512x512
 batch 1 and 8, measured side by side in one run:
   * end to end: JPEG files on disk in, SegResult objects out (decode, normalise, engine, result);
   * raw engine: the same Paddle Inference predictor on preloaded, normalised tensors (the floor);
-  * dynamic graph: the paddle model on the same preloaded tensors (batch 1).
+  * plain: the raw engine with Paddle's plain CPU kernels (run_mode=paddle), for comparison;
+  * dynamic graph: the paddle model on the same preloaded tensors and batch size, with the
+    same output (the class map, argmax taken in paddle).
+All four are timed in interleaved rounds, best round kept.
 Prints images/s and the ratios (targets: end to end >= 0.8 x raw; static >= 5 x dynamic).
 """
 from __future__ import annotations
@@ -43,17 +46,35 @@ def make_run(root: Path) -> Path:
     return run
 
 
-def rate(fn, n_images: int, repeats: int = 3) -> float:
-    """Best images/s over ``repeats`` runs of ``fn`` (after one warm-up)."""
-    fn()
-    best = min(_timed(fn) for _ in range(repeats))
-    return n_images / best
+def rates(fns: dict, counts: dict, repeats: int = 3) -> dict:
+    """Best images/s of each function, measured interleaved (one warm-up each, then ``repeats``
+    rounds of all), so that a noisy machine slows every candidate alike."""
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: counts[name] / best[name] for name in fns}
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def measure(model, plain, net, files: list, tensors: np.ndarray, bs: int) -> dict:
+    """Images/s at batch ``bs``: end to end, raw engine, plain kernels, dynamic graph."""
+    from segx.backend import training as T
+    n_dyn = min(bs * 2, len(files))
+
+    def engine(m):
+        return lambda: [m.engine(tensors[k:k + bs]) for k in range(0, len(tensors), bs)]
+
+    return rates({
+        "e2e": lambda: list(model.predict(files, batch_size=bs)),
+        "raw": engine(model),
+        "plain": engine(plain),
+        # the same class map as the exported graph (argmax taken in paddle)
+        "dyn": lambda: [T.predict_labels(net, tensors[k:k + bs]) for k in range(0, n_dyn, bs)],
+    }, {"e2e": len(files), "raw": len(files), "plain": len(files), "dyn": n_dyn})
 
 
 def main() -> None:
@@ -62,19 +83,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     from segx import create_model
-    from segx.backend import training as T
     from segx.modules.run_info import run_config
     from segx.modules.train import build_network
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run = make_run(root)
         model = create_model(run / "inference", device="cpu", cpu_threads=args.threads)
+        plain = create_model(run / "inference", device="cpu", cpu_threads=args.threads,
+                             run_mode="paddle")
         net = build_network(run_config(run / "model.pdparams"), run / "model.pdparams")
         rng = np.random.default_rng(0)
-        print(f"PP-LiteSeg-T, random weights, {os.cpu_count()} cores, engine {model.run_mode}, "
-              f"{args.images} images per measurement")
+        print(f"PP-LiteSeg-T, random weights, {os.cpu_count()} cores, engine {model.run_mode} "
+              f"(oneDNN resizing: {model.onednn_resize}), {args.images} images per measurement")
         print(f"{'size':>9} {'batch':>5} {'end-to-end':>11} {'raw engine':>11} {'ratio':>6} "
-              f"{'dynamic':>8} {'static/dyn':>10}")
+              f"{'dynamic':>8} {'static/dyn':>10} {'plain':>8} {'raw/plain':>9}")
         for w, h in ((512, 512), (1024, 512)):
             folder = root / f"img{w}"
             folder.mkdir()
@@ -83,17 +105,14 @@ def main() -> None:
                     folder / f"{k}.jpg", quality=90)
             files = sorted(str(p) for p in folder.glob("*.jpg"))
             tensors = np.stack([model._prepare(f, Path(f))[2] for f in files])
-            n_dyn = min(4, len(files))
-            dyn = rate(lambda t=tensors, n=n_dyn: [T.predict_logits(net, t[k:k + 1])
-                                                   for k in range(n)], n_dyn)
             for bs in (1, 8):
-                e2e = rate(lambda f=files, b=bs: list(model.predict(f, batch_size=b)),
-                           len(files))
-                raw = rate(lambda t=tensors, b=bs: [model.engine(t[k:k + b])
-                                                    for k in range(0, len(t), b)], len(files))
-                print(f"{w}x{h:<5} {bs:>5} {e2e:>9.1f}/s {raw:>9.1f}/s {e2e / raw:>6.2f} "
-                      f"{dyn:>6.1f}/s {raw / dyn:>10.1f}")
+                r = measure(model, plain, net, files, tensors, bs)
+                print(f"{w}x{h:<5} {bs:>5} {r['e2e']:>9.1f}/s {r['raw']:>9.1f}/s "
+                      f"{r['e2e'] / r['raw']:>6.2f} {r['dyn']:>6.1f}/s "
+                      f"{r['raw'] / r['dyn']:>10.1f} {r['plain']:>6.1f}/s "
+                      f"{r['raw'] / r['plain']:>9.2f}")
         model.close()
+        plain.close()
     print("targets: ratio >= 0.8, static/dyn >= 5")
 
 

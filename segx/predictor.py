@@ -189,6 +189,7 @@ class SegModel:
                     solution="export with -o Export.output_op=softmax, or pass the run's "
                              "model.pdparams to use the dynamic graph.")
             self.engine, self.run_mode = self._engine(folder, deploy, run_mode, cpu_threads)
+            self.onednn_resize = self.run_mode == "mkldnn" and deploy.get("onednn_resize") is True
         else:
             from segx.modules.run_info import run_config
             from segx.modules.train import build_network
@@ -197,7 +198,7 @@ class SegModel:
             self.network = build_network(run_cfg, weights)
             self.model_name = run_cfg.get("Global.model")
             self.class_names = list(run_cfg.get("Train.class_names") or [])
-            self.output_op, self.run_mode = "none", "dynamic"
+            self.output_op, self.run_mode, self.onednn_resize = "none", "dynamic", False
             transforms = run_cfg.get("Train.val_transforms")
         self.transforms = T.build_transforms(transforms, "Deploy.transforms")
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="segx-read")
@@ -211,12 +212,15 @@ class SegModel:
                 raise WeightsError(f"'{f}' is missing.", solution="re-export the model.")
         if self.device.startswith("gpu"):
             return T.Engine(*files, self.device, threads, mkldnn=False), "gpu"
+        # oneDNN resizing only where segx export found it exact for this model
+        resize = deploy.get("onednn_resize") is True
         if run_mode != "auto":
-            return T.Engine(*files, self.device, threads, mkldnn=run_mode == "mkldnn"), run_mode
-        # auto: oneDNN (5-6x faster than the plain kernels for PP-LiteSeg-T on the x86 CPUs we
-        # measured, see docs/benchmarks.md); the plain kernels where oneDNN cannot start
+            return T.Engine(*files, self.device, threads, mkldnn=run_mode == "mkldnn",
+                            onednn_resize=resize), run_mode
+        # auto: oneDNN, the faster engine for PP-LiteSeg-T here once resizing runs in oneDNN
+        # too (docs/benchmarks.md); the plain kernels where oneDNN cannot start
         try:
-            engine = T.Engine(*files, self.device, threads, mkldnn=True)
+            engine = T.Engine(*files, self.device, threads, mkldnn=True, onednn_resize=resize)
             shape = [v if isinstance(v, int) and v > 0 else d for v, d in
                      zip(deploy.get("input_shape") or [None] * 4, (1, 3, 64, 64))]
             engine(np.zeros(shape, np.float32))
@@ -235,6 +239,8 @@ class SegModel:
         from segx.backend import training as T
         a = self.aug
         if self.network is not None:
+            if not self.augmented:  # class map, as from an engine exported with argmax
+                return T.predict_labels(self.network, batch)
             return T.predict_logits(self.network, batch, a["scales"], a["flip_h"], a["flip_v"],
                                     a["crop"], a["stride"])
         return scores(self.engine, batch, a["scales"], a["flip_h"], a["flip_v"], a["crop"],
@@ -249,7 +255,7 @@ class SegModel:
             out = self._infer(np.stack([items[k][2] for k in ks]))
             for k, o in zip(ks, out):
                 info = items[k][3]
-                if o.ndim == 2:  # argmax already in the graph
+                if o.ndim == 2:  # a class map (argmax in the graph or in paddle)
                     preds[k] = restore(o, info).astype(np.int32)
                 else:
                     preds[k] = restore(o, info).argmax(0).astype(np.int32)

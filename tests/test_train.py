@@ -177,6 +177,28 @@ def test_export_reads_class_count_and_agrees(run_dir, tmp_path):
     assert probs.shape == (1, 3, 64, 64) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
 
+@pytest.mark.parametrize("by_scale, exact", [(False, True), (True, False)])
+def test_onednn_resizing_is_enabled_only_where_exact(tmp_path, by_scale, exact):
+    from segx.backend import training as T
+    from resize_net import ResizeNet
+    from segx.modules.export import _resize_exact
+    T.seed_everything(0)
+    net = ResizeNet(by_scale)
+    T.export_static(net, tmp_path / "inference", None, "none")
+    files = (tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
+    rng = np.random.default_rng(0)
+    even = rng.normal(0, 1, (1, 3, 64, 64)).astype(np.float32)
+    odd = rng.normal(0, 1, (1, 3, 37, 53)).astype(np.float32)
+    assert _resize_exact(net, files, [even])  # sizes that divide: exact either way
+    assert _resize_exact(net, files, [even, odd]) is exact
+
+
+def test_final_export_records_onednn_resizing(run_dir):
+    from segx.config import parse_yaml
+    info = parse_yaml((run_dir / "best_model" / "inference" / "inference.yml").read_text())
+    assert info["Deploy"]["onednn_resize"] is True  # PP-LiteSeg-T resizes to sizes only
+
+
 def test_export_rejects_weights_of_another_class_count(run_dir, tmp_path):
     out = tmp_path / "bad"
     shutil.copytree(run_dir, out)

@@ -330,6 +330,15 @@ def set_state(layer, state: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- export, engine
+@paddle.no_grad()
+def predict_labels(model, batch: np.ndarray) -> np.ndarray:
+    """The N x H x W int32 class map of an N x 3 x H x W batch, argmax taken in paddle (as the
+    exported graph does with ``output_op=argmax``)."""
+    model.eval()
+    logit = _forward(model, paddle.to_tensor(batch))
+    return paddle.argmax(logit, axis=1, dtype="int32").numpy()
+
+
 class _Deploy(paddle.nn.Layer):
     def __init__(self, model, output_op: str):
         super().__init__()
@@ -357,7 +366,11 @@ class Engine:
     """A Paddle Inference predictor for an exported model, built once and reused."""
 
     def __init__(self, model_file: Path, params_file: Path, device: str = "cpu",
-                 threads: int | None = None, mkldnn: bool = True):
+                 threads: int | None = None, mkldnn: bool = True, onednn_resize: bool = False):
+        """``onednn_resize`` also runs bilinear/nearest resizing in oneDNN (with ``mkldnn``):
+        several times faster than Paddle's own kernel, but oneDNN ignores Paddle's
+        ``scale_factor`` rounding on sizes it does not divide, so segx export turns it on only
+        where it reproduced the trained model (``Deploy.onednn_resize`` in inference.yml)."""
         config = paddle.inference.Config(str(model_file), str(params_file))
         if device.startswith("gpu"):
             config.enable_use_gpu(200, int(device.partition(":")[2] or 0))
@@ -365,6 +378,8 @@ class Engine:
             config.disable_gpu()
             if mkldnn:
                 config.enable_mkldnn()
+                if onednn_resize:
+                    config.pass_builder().append_pass("interpolate_mkldnn_pass")
             config.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
         config.enable_memory_optim()
         config.switch_ir_optim(True)

@@ -52,25 +52,53 @@ def _probe(run_cfg: Config, shape: list | None) -> np.ndarray:
     return np.random.default_rng(0).normal(0, 1, (1, 3, h, w)).astype(np.float32)
 
 
-def agreement(model, folder: Path, output_op: str, probe: np.ndarray) -> dict:
-    """Compare the exported model (Paddle Inference) with ``model`` on ``probe``."""
+def _compare(out: np.ndarray, ref: np.ndarray) -> tuple[float, float, bool]:
+    """(max |logit difference|, the same relative to max |logit|, whether that passes)."""
+    diff = float(np.abs(out - ref).max())
+    relative = diff / (float(np.abs(ref).max()) or 1.0)
+    equal = float((out.argmax(1) == ref.argmax(1)).mean())
+    return diff, relative, relative <= MAX_RELATIVE_DIFF and equal >= MIN_ARGMAX_AGREEMENT
+
+
+def _resize_exact(model, files: tuple, probes: list) -> bool:
+    """Whether oneDNN resizing reproduces the trained model's logits on every probe the
+    network accepts (an odd size among them: that is where oneDNN's rounding differs)."""
+    from segx.backend import training as T
+    engine, checked = T.Engine(*files, onednn_resize=True), 0
+    for probe in probes:
+        try:
+            ref = T.predict_logits(model, probe)
+        except Exception:  # noqa: BLE001 - a network that cannot take this size never gets it
+            continue
+        if not _compare(engine(probe), ref)[2]:
+            return False
+        checked += 1
+    return checked > 0
+
+
+def agreement(model, folder: Path, output_op: str, probe: np.ndarray,
+              dynamic_size: bool) -> dict:
+    """Compare the exported model (Paddle Inference) with ``model`` on ``probe``, and find
+    whether oneDNN resizing may be used for it (also checked on an odd-sized input when the
+    model takes any size)."""
     from segx.backend import training as T
     ref = T.predict_logits(model, probe)
     out = T.Engine(folder / "inference.pdmodel", folder / "inference.pdiparams")(probe)
     equal = float(((out if output_op == "argmax" else out.argmax(1)) == ref.argmax(1)).mean())
-    if output_op == "none":
-        raw = out
-    else:  # compare logits through a temporary export without the output op
-        logits_folder = folder / "_logits"
-        T.export_static(model, logits_folder / "inference", None, "none")
-        raw = T.Engine(logits_folder / "inference.pdmodel",
-                       logits_folder / "inference.pdiparams")(probe)
-        shutil.rmtree(logits_folder)
-    diff = float(np.abs(raw - ref).max())
-    scale = float(np.abs(ref).max()) or 1.0
-    return {"input_shape": list(probe.shape), "max_abs_diff": diff,
-            "relative_diff": diff / scale, "argmax_equal": equal,
-            "ok": equal >= MIN_ARGMAX_AGREEMENT and diff / scale <= MAX_RELATIVE_DIFF}
+    logits_folder = folder if output_op == "none" else folder / "_logits"
+    try:  # logits come from the export itself or a temporary one without the output op
+        if output_op != "none":
+            T.export_static(model, logits_folder / "inference", None, "none")
+        files = (logits_folder / "inference.pdmodel", logits_folder / "inference.pdiparams")
+        diff, relative, ok = _compare(T.Engine(*files)(probe), ref)
+        odd = np.random.default_rng(1).normal(0, 1, (1, 3, 97, 131)).astype(np.float32)
+        resize = _resize_exact(model, files, [probe, odd] if dynamic_size else [probe])
+    finally:
+        if logits_folder != folder:
+            shutil.rmtree(logits_folder, ignore_errors=True)
+    return {"input_shape": list(probe.shape), "max_abs_diff": diff, "relative_diff": relative,
+            "argmax_equal": equal, "ok": ok and equal >= MIN_ARGMAX_AGREEMENT,
+            "onednn_resize": resize}
 
 
 def export_run(cfg: Config, config_path: Path, weights: Path, target: Path) -> dict:
@@ -86,17 +114,8 @@ def export_run(cfg: Config, config_path: Path, weights: Path, target: Path) -> d
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     T.export_static(model, tmp / "inference", shape, output_op)
-    info = {
-        "Deploy": {"model": "inference.pdmodel", "params": "inference.pdiparams",
-                   "transforms": run_cfg.get("Train.val_transforms"),
-                   "input_shape": shape or [None, 3, None, None], "output_op": output_op,
-                   "output_dtype": "int32" if output_op == "argmax" else "float32"},
-        "Global": {"model_name": run_cfg.get("Global.model"),
-                   "num_classes": run_cfg.get("Train.num_classes"),
-                   "class_names": run_cfg.get("Train.class_names") or []},
-    }
-    write_text(tmp / "inference.yml", dump_yaml(info))
-    report = agreement(model, tmp, output_op, _probe(run_cfg, shape))
+    report = agreement(model, tmp, output_op, _probe(run_cfg, shape),
+                       dynamic_size=not (shape and all(shape[2:])))
     if not report["ok"]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SegxError(f"the exported model disagrees with the trained one: "
@@ -104,6 +123,17 @@ def export_run(cfg: Config, config_path: Path, weights: Path, target: Path) -> d
                         f"{report['max_abs_diff']:.3g}.",
                         solution="report this with the model name; try -o Export.input_shape "
                                  "to fix the input size.")
+    info = {
+        "Deploy": {"model": "inference.pdmodel", "params": "inference.pdiparams",
+                   "transforms": run_cfg.get("Train.val_transforms"),
+                   "input_shape": shape or [None, 3, None, None], "output_op": output_op,
+                   "output_dtype": "int32" if output_op == "argmax" else "float32",
+                   "onednn_resize": report["onednn_resize"]},
+        "Global": {"model_name": run_cfg.get("Global.model"),
+                   "num_classes": run_cfg.get("Train.num_classes"),
+                   "class_names": run_cfg.get("Train.class_names") or []},
+    }
+    write_text(tmp / "inference.yml", dump_yaml(info))
     replace_dir(tmp, target)
     return {"inference_dir": str(target), "weight_path": str(weights),
             "model_name": run_cfg.get("Global.model"),
