@@ -46,7 +46,7 @@ def make_run(root: Path) -> Path:
     return run
 
 
-def rates(fns: dict, counts: dict, repeats: int = 3) -> dict:
+def rates(fns: dict, counts: dict, repeats: int = 5) -> dict:
     """Best images/s of each function, measured interleaved (one warm-up each, then ``repeats``
     rounds of all), so that a noisy machine slows every candidate alike."""
     for fn in fns.values():
