@@ -45,12 +45,18 @@ def model_table() -> str:
              "references publish none.", "",
              "| model | family | architecture | backbone | params (M) | published mIoU | "
              "dataset | GPU ms | CPU ms |", "|---|---|---|---|---|---|---|---|---|"]
+    static_only = []
     for name in list_models():
         i = model_info(name)
         p = i.published
         lines.append(f"| {name} | {i.family} | {i.architecture} | {i.backbone} | "
                      f"{i.params_m:.2f} | {p.get('miou', '-')} | {p.get('dataset', '-')} | "
                      f"{p.get('gpu_ms', '-')} | {p.get('cpu_ms', '-')} |")
+        if i.no_static_export:
+            static_only.append(f"- {name}: {i.no_static_export}.")
+    if static_only:
+        lines += ["", "These cannot be exported to a static graph (training skips its final "
+                  "export; predict with the run's `model.pdparams`):", *static_only]
     return "\n".join(lines) + "\n"
 
 

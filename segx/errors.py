@@ -54,6 +54,10 @@ class BackendError(SegxError):
     """The deep-learning backend (paddle, paddleseg) is missing or unusable."""
 
 
+class NotExportableError(SegxError):
+    """A model whose forward pass cannot become a static graph (``Meta.no_static_export``)."""
+
+
 def did_you_mean(word: str, options: Iterable[str], cutoff: float = 0.6) -> str:
     """`` Did you mean a, b?`` for the closest options, or an empty string."""
     close = difflib.get_close_matches(word, sorted(options), n=3, cutoff=cutoff)

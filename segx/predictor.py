@@ -131,6 +131,11 @@ def _model_folder(model: str | Path) -> tuple[Path | None, Path | None]:
     for cand in (path, path / "best_model" / "inference", path / "inference"):
         if (cand / "inference.yml").is_file():
             return cand, None
+    if (path / "best_model" / "model.pdparams").is_file():
+        raise WeightsError(f"the training run '{path}' has no exported model "
+                           "(best_model/inference).",
+                           solution=f"pass {path / 'best_model' / 'model.pdparams'} to predict "
+                                    "with the dynamic graph, or export it (Global.mode=export).")
     if path.exists():
         raise WeightsError(f"'{path}' holds no exported model (inference.yml).",
                            solution="pass an exported folder, a training output folder (with "

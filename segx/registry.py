@@ -52,6 +52,7 @@ class ModelInfo:
     backbone: str
     params_m: float | None
     published: dict[str, Any]
+    no_static_export: str | None = None
 
 
 def model_info(name: str) -> ModelInfo:
@@ -62,4 +63,5 @@ def model_info(name: str) -> ModelInfo:
     backbone = arch.get("backbone", {}).get("type", "-") if isinstance(arch.get("backbone"), dict) \
         else "-"
     return ModelInfo(name, cfg.get("Meta.family") or "-", arch["type"], backbone,
-                     cfg.get("Meta.params_m"), cfg.get("Meta.published") or {})
+                     cfg.get("Meta.params_m"), cfg.get("Meta.published") or {},
+                     cfg.get("Meta.no_static_export"))

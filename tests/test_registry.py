@@ -96,3 +96,13 @@ def test_full_checkpoint_loads_into_seaformer(tmp_path):
     assert skipped == [] and loaded == len(src.state_dict())
     for k, v in src.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), dst.state_dict()[k].numpy())
+
+
+def test_a_model_with_named_parameters_builds_twice_in_one_process():
+    # training builds the network again for its final export; ShuffleNetV2 names its
+    # parameters explicitly, which paddle refuses twice in one name scope
+    from segx import backend
+    cfg = load_config("FCN_ShuffleNetV2_x1_0")
+    first = backend.build_model(cfg["Arch"], num_classes=2)
+    second = backend.build_model(cfg["Arch"], num_classes=2)
+    assert backend.count_params(first) == backend.count_params(second)

@@ -180,7 +180,7 @@ def test_export_reads_class_count_and_agrees(run_dir, tmp_path):
 @pytest.mark.parametrize("by_scale, exact", [(False, True), (True, False)])
 def test_onednn_resizing_is_enabled_only_where_exact(tmp_path, by_scale, exact):
     from segx.backend import training as T
-    from resize_net import ResizeNet
+    from tiny_nets import ResizeNet
     from segx.modules.export import _resize_exact
     T.seed_everything(0)
     net = ResizeNet(by_scale)
@@ -191,6 +191,23 @@ def test_onednn_resizing_is_enabled_only_where_exact(tmp_path, by_scale, exact):
     odd = rng.normal(0, 1, (1, 3, 37, 53)).astype(np.float32)
     assert _resize_exact(net, files, [even])  # sizes that divide: exact either way
     assert _resize_exact(net, files, [even, odd]) is exact
+
+
+@pytest.mark.parametrize("mkldnn", [False, True])
+def test_engine_avoids_paddles_wrong_attention_fusion(tmp_path, mkldnn):
+    # Paddle Inference 2.6 fuses reshape-transpose-matmul (ANN's attention) wrongly: with the
+    # fusion, this net's outputs are off by about their own size
+    from tiny_nets import AttentionNet
+
+    from segx.backend import training as T
+    T.seed_everything(0)
+    net = AttentionNet()
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, 32, 40)).astype(np.float32)
+    ref = T.predict_logits(net, x)
+    T.export_static(net, tmp_path / "inference", None, "none")
+    out = T.Engine(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams",
+                   mkldnn=mkldnn)(x)
+    assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
 def test_final_export_records_onednn_resizing(run_dir):
@@ -333,3 +350,29 @@ def test_ctrl_c_in_a_two_process_run_checkpoints_every_rank_at_one_iteration(dat
                 "-o", "Train.resume_path=auto")
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resumed from {out / f'iter_{stopped}'}" in (out / "train.log").read_text()
+
+
+def test_a_model_that_cannot_be_exported_says_so(data, tmp_path):
+    # GSCNN runs OpenCV on numpy inside forward; a PP-LiteSeg-T run marked the same way takes
+    # the same path in seconds: training finishes without the export, export mode refuses
+    out = tmp_path / "noexp"
+    r = run_cli(*base_args(data, out, "-o", "Meta.no_static_export=it calls numpy in forward"))
+    assert r.returncode == 0, r.stderr
+    assert not (out / "best_model" / "inference").exists()
+    assert "not exported: PP-LiteSeg-T cannot be exported" in (out / "train.log").read_text()
+    r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mode=export", "-o", f"Global.output={out}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "cannot be exported to a static graph: it calls numpy in forward" in r.stderr
+    assert "model.pdparams" in r.stderr
+    from segx import create_model
+    from segx.errors import WeightsError
+    with pytest.raises(WeightsError, match="has no exported model"):
+        create_model(out, device="cpu")
+    res = next(create_model(out / "best_model" / "model.pdparams", device="cpu").predict(
+        str(data / "images" / "000.jpg")))
+    assert res.pred.shape == (64, 64)
+
+
+def test_gscnn_is_marked_not_exportable():
+    from segx.config import load_config
+    assert "Canny" in load_config("GSCNN-R50").get("Meta.no_static_export")

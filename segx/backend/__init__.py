@@ -165,8 +165,14 @@ def build_model(arch: dict, num_classes: int) -> paddle.nn.Layer:
         arch: ``{"type": <model>, "backbone": {"type": ...}, ...}`` (PaddleSeg components, plus
             segx's SeaFormer).
         num_classes: the number of output classes.
+
+    Each build gets its own parameter-name scope: names start from zero every time (so optimizer
+    state, which paddle keys by parameter name, matches across processes), and backbones that
+    name their parameters explicitly (ShuffleNetV2) can be built more than once per process, as
+    training does when it exports at the end.
     """
-    return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes})
+    with paddle.utils.unique_name.guard():
+        return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes})
 
 
 def count_params(model: paddle.nn.Layer) -> int:

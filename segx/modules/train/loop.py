@@ -356,15 +356,20 @@ class Trainer:
 
     def _finish(self, state: dict, log) -> None:
         """Export the best model and draw the curves."""
+        from segx.errors import NotExportableError
         from segx.modules.export import export_run
         best = self.out / "best_model" / "model.pdparams"
         if best.is_file():
-            report = export_run(self.cfg, self.out / "config.yaml", best,
-                                self.out / "best_model" / "inference")
-            log(f"exported best model (mIoU {state['best']['score']:.4f} at iteration "
-                f"{state['best']['iter']}) to {self.out / 'best_model' / 'inference'}; "
-                f"agreement with the in-memory model: {report['agreement']['argmax_equal']:.4%} "
-                "equal pixels")
+            try:
+                report = export_run(self.cfg, self.out / "config.yaml", best,
+                                    self.out / "best_model" / "inference")
+            except NotExportableError as exc:
+                log(f"not exported: {exc}")
+            else:
+                log(f"exported best model (mIoU {state['best']['score']:.4f} at iteration "
+                    f"{state['best']['iter']}) to {self.out / 'best_model' / 'inference'}; "
+                    f"agreement with the in-memory model: "
+                    f"{report['agreement']['argmax_equal']:.4%} equal pixels")
         self._curves_png(state)
         log(f"done: {self.total} iterations; best mIoU {state['best']['score']:.4f} "
             f"at iteration {state['best']['iter']}")
