@@ -3,7 +3,9 @@
 Writes ``<Global.output>/inference/{inference.pdmodel, inference.pdiparams, inference.yml}``.
 The network and class list come from the run's ``config.yaml``; weights that do not fit are an
 error. After export, the exported model and the in-memory one run on the same input and must
-agree (the report is in ``export_result.json``).
+agree (the report is in ``export_result.json``); the same check decides whether the predictor may
+run resizing in oneDNN (``Deploy.onednn_resize``). Models whose forward pass cannot become a
+static graph say so in ``Meta.no_static_export`` and are refused with that reason.
 """
 from __future__ import annotations
 
