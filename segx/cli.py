@@ -69,18 +69,23 @@ def print_models(pattern: str | None) -> int:
         return 2
     head = ("model", "architecture", "backbone", "params(M)", "mIoU*", "dataset*",
             "GPU ms*", "CPU ms*")
-    rows = []
+    rows, static_only = [], []
     for name in names:
         info = model_info(name)
         pub = info.published
         rows.append((name, info.architecture, info.backbone, _fmt(info.params_m),
                      _fmt(pub.get("miou")), pub.get("dataset", "-"), _fmt(pub.get("gpu_ms"), ".1f"),
                      _fmt(pub.get("cpu_ms"), ".1f")))
+        if info.no_static_export:
+            static_only.append(f"  {name}: {info.no_static_export}")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
     print(f"\n{len(names)} models. * published figures (PaddleX/PaddleSeg docs), not measured "
           "by segx; params are counted by segx with 19 classes.")
+    if static_only:
+        print("Not exportable to a static graph (predict with the run's model.pdparams):",
+              *static_only, sep="\n")
     return 0
 
 
