@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "segx needs $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -24,3 +24,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo_output
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check segx tests bench main.py

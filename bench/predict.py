@@ -6,7 +6,7 @@ PP-LiteSeg-T with random weights (19 classes) is exported once, then for 512x512
 batch 1 and 8, measured side by side in one run:
   * end to end: JPEG files on disk in, SegResult objects out (decode, normalise, engine, result);
   * raw engine: the same Paddle Inference predictor on preloaded, normalised tensors (the floor);
-  * plain: the raw engine with Paddle's plain CPU kernels (run_mode=paddle), for comparison;
+  * plain: the raw engine with Paddle's plain CPU kernels (onednn=False), for comparison;
   * dynamic graph: the paddle model on the same preloaded tensors and batch size, with the
     same output (the class map, argmax taken in paddle).
 All four are timed in interleaved rounds, best round kept.
@@ -31,18 +31,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def make_run(root: Path) -> Path:
     """A fake training run (config.yaml + random weights) exported to root/run/inference."""
-    from segx.backend import build_model
-    from segx.backend import training as T
-    from segx.config import dump_yaml, load_config
+    from segx import backend
+    from segx.backend.optim import seed_everything
+    from segx.exporting import export_run
     from segx.fileio import write_text
-    from segx.modules.export import export_run
-    cfg = load_config("PP-LiteSeg-T", ["Train.num_classes=19", f"Global.output={root / 'run'}"])
+    from segx.registry import load_model_config
+    cfg = load_model_config("PP-LiteSeg-T", ["Train.num_classes=19",
+                                             f"Global.output={root / 'run'}"])
     run = root / "run"
     run.mkdir(parents=True)
-    write_text(run / "config.yaml", dump_yaml(cfg.data))
-    T.seed_everything(0)
-    T.save(build_model(cfg["Arch"], 19).state_dict(), run / "model.pdparams")
-    export_run(cfg, run / "config.yaml", run / "model.pdparams", run / "inference")
+    write_text(run / "config.yaml", cfg.to_yaml())
+    seed_everything(0)
+    backend.save(backend.build_model(cfg["Arch"], 19).state_dict(), run / "model.pdparams")
+    export_run(run / "config.yaml", run / "model.pdparams", run / "inference")
     return run
 
 
@@ -62,18 +63,18 @@ def rates(fns: dict, counts: dict, repeats: int = 5) -> dict:
 
 def measure(model, plain, net, files: list, tensors: np.ndarray, bs: int) -> dict:
     """Images/s at batch ``bs``: end to end, raw engine, plain kernels, dynamic graph."""
-    from segx.backend import training as T
+    from segx.backend.engine import predict_labels
     n_dyn = min(bs * 2, len(files))
 
     def engine(m):
-        return lambda: [m.engine(tensors[k:k + bs]) for k in range(0, len(tensors), bs)]
+        return lambda: [m._runner.engine(tensors[k:k + bs]) for k in range(0, len(tensors), bs)]
 
     return rates({
         "e2e": lambda: list(model.predict(files, batch_size=bs)),
         "raw": engine(model),
         "plain": engine(plain),
         # the same class map as the exported graph (argmax taken in paddle)
-        "dyn": lambda: [T.predict_labels(net, tensors[k:k + bs]) for k in range(0, n_dyn, bs)],
+        "dyn": lambda: [predict_labels(net, tensors[k:k + bs]) for k in range(0, n_dyn, bs)],
     }, {"e2e": len(files), "raw": len(files), "plain": len(files), "dyn": n_dyn})
 
 
@@ -83,18 +84,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     from segx import create_model
-    from segx.modules.run_info import run_config
-    from segx.modules.train import build_network
+    from segx.runs import build_network, run_config
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run = make_run(root)
         model = create_model(run / "inference", device="cpu", cpu_threads=args.threads)
         plain = create_model(run / "inference", device="cpu", cpu_threads=args.threads,
-                             run_mode="paddle")
+                             onednn=False)
         net = build_network(run_config(run / "model.pdparams"), run / "model.pdparams")
         rng = np.random.default_rng(0)
-        print(f"PP-LiteSeg-T, random weights, {os.cpu_count()} cores, engine {model.run_mode} "
-              f"(oneDNN resizing: {model.onednn_resize}), {args.images} images per measurement")
+        print(f"PP-LiteSeg-T, random weights, {os.cpu_count()} cores, engine {model.engine}, "
+              f"{args.images} images per measurement")
         print(f"{'size':>9} {'batch':>5} {'end-to-end':>11} {'raw engine':>11} {'ratio':>6} "
               f"{'dynamic':>8} {'static/dyn':>10} {'plain':>8} {'raw/plain':>9}")
         for w, h in ((512, 512), (1024, 512)):

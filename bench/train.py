@@ -24,25 +24,70 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def bare_loop(cfg, train, iters: int, num_classes: int):
-    from segx.backend import build_model
-    from segx.backend import training as T
+    from segx import backend
+    from segx.backend import data as D
+    from segx.backend import optim as O
     seed = cfg.get("Global.seed")
-    T.seed_everything(seed)
-    model = build_model(cfg["Arch"], num_classes)
-    losses, coef = T.build_losses(cfg.get("Train.losses"))
-    opt, sched = T.build_optimizer(model, cfg.get("Train.optimizer"),
+    O.seed_everything(seed)
+    model = backend.build_model(cfg["Arch"], num_classes)
+    losses, coef = O.build_losses(cfg.get("Train.losses"))
+    opt, sched = O.build_optimizer(model, cfg.get("Train.optimizer"),
                                    cfg.get("Train.lr_scheduler"), cfg.get("Train.learning_rate"),
                                    iters, 0, 0.0)
-    data = T.SegData(train, T.build_transforms(cfg.get("Train.transforms"), "t"), seed)
-    loader = iter(T.train_loader(data, T.StreamSampler(len(train), cfg.get("Train.batch_size"),
+    data = D.SegData(train, D.build_transforms(cfg.get("Train.transforms"), "t"), seed)
+    loader = iter(D.train_loader(data, D.StreamSampler(len(train), cfg.get("Train.batch_size"),
                                                        seed), 0))
-    step = T.TrainStep(model, opt, sched, losses, coef)
+    step = O.TrainStep(model, opt, sched, losses, coef)
     t0 = time.perf_counter()
     for it in range(1, iters + 1):
         batch = next(loader)
-        T.reseed(seed, it)
+        O.reseed(seed, it)
         step(batch)
     return model, (time.perf_counter() - t0) / iters
+
+
+class Stopwatch:
+    """Hooks placed around another hook measure the time spent in it: ``start`` goes right
+    before it, ``stop`` right after it (their ``after_step`` run in list order)."""
+
+    def __init__(self):
+        from segx.training import HookBase
+        watch = self
+        self.seconds = 0.0
+        self.loop = 0.0
+
+        class Start(HookBase):
+            def before_train(self, trainer):
+                watch.t_loop = None
+
+            def before_step(self, trainer):
+                if watch.t_loop is None:
+                    watch.t_loop = time.perf_counter()
+
+            def after_step(self, trainer):
+                watch.t0 = time.perf_counter()
+
+        class Stop(HookBase):
+            def after_step(self, trainer):
+                watch.seconds += time.perf_counter() - watch.t0
+
+            def after_train(self, trainer):
+                pass
+
+        class LoopEnd(HookBase):
+            def after_step(self, trainer):
+                if trainer.iter == trainer.run.total:
+                    watch.loop = time.perf_counter() - watch.t_loop
+
+        self.start, self.stop, self.end = Start(), Stop(), LoopEnd()
+
+
+def evaluate(model, val, num):
+    from segx.backend.engine import predict_logits
+    from segx.evaluation import evaluate_samples
+    from segx.preprocess import preprocessor
+    return evaluate_samples(lambda b: predict_logits(model, b), val,
+                            preprocessor([{"type": "Normalize"}]), num).metrics()["mIoU"]
 
 
 def main() -> None:
@@ -50,50 +95,37 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args()
-    from segx.backend import training as T
-    from segx.config import load_config
     from segx.demo import make_demo_dataset
-    from segx.modules.evaluate import evaluate_samples
-    from segx.modules.train import loop
-    from segx.modules.train.loop import Trainer
+    from segx.registry import load_model_config
+    from segx.runs import build_network, run_config
+    from segx.training import build_trainer
+    from segx.training.build import check_data
+    from segx.training.hooks import EvalHook
     with tempfile.TemporaryDirectory() as tmp:
         data = make_demo_dataset(Path(tmp) / "data", n=40, size=(args.size, args.size))
-        cfg = load_config("PP-LiteSeg-T", [
+        cfg = load_model_config("PP-LiteSeg-T", [
             f"Global.dataset_dir={data}", f"Global.output={Path(tmp) / 'out'}",
             "Global.device=cpu", f"Train.epochs_iters={args.iters}", "Train.batch_size=4",
-            f"Train.eval_interval={args.iters}", "Train.log_interval=10",
+            f"Train.eval_interval={args.iters}", "Train.log_interval=10", "Train.pretrained=none",
             f"Train.transforms.1.crop_size=[{args.size // 2},{args.size // 2}]"])
-        excluded = {"t": 0.0}
-
-        def timed(fn):
-            def wrapper(*a, **k):
-                t0 = time.perf_counter()
-                try:
-                    return fn(*a, **k)
-                finally:
-                    excluded["t"] += time.perf_counter() - t0
-            return wrapper
-
-        Trainer._validate = timed(Trainer._validate)
-        train, val, num, _ = loop.check_data(cfg, 1)
+        train, val, num, _ = check_data(cfg, 1)
         segx_times, bare_times = [], []
         for _ in range(2):  # alternate, so both share the machine's noise; keep the best
-            excluded["t"] = 0.0
             shutil.rmtree(Path(tmp) / "out", ignore_errors=True)
-            trainer = Trainer(cfg, "cpu")
-            trainer.fit()
-            segx_times.append((trainer.loop_seconds - excluded["t"]) / args.iters)
-            T.set_device("cpu")
+            trainer = build_trainer(cfg, "cpu")
+            watch = Stopwatch()  # validation is excluded: the bare loop has none
+            at = next(k for k, h in enumerate(trainer.hooks) if isinstance(h, EvalHook))
+            trainer.hooks[at:at + 1] = [watch.start, trainer.hooks[at], watch.stop]
+            trainer.hooks.append(watch.end)
+            trainer.train()
+            segx_times.append((watch.loop - watch.seconds) / args.iters)
             bare, seconds = bare_loop(cfg, train, args.iters, num)
             bare_times.append(seconds)
         segx_s, bare_s = min(segx_times), min(bare_times)
-        tf = T.build_transforms(cfg.get("Train.val_transforms"), "v")
-        bare_miou = evaluate_samples(bare, val, tf, num).metrics()["mIoU"]
-        from segx.modules.train import build_network
+        bare_miou = evaluate(bare, val, num)
         out = Path(tmp) / "out"
-        segx_model = build_network(load_config(str(out / "config.yaml")),
-                                   out / f"iter_{args.iters}" / "model.pdparams")
-        segx_miou = evaluate_samples(segx_model, val, tf, num).metrics()["mIoU"]
+        weights = out / f"iter_{args.iters}" / "model.pdparams"
+        segx_miou = evaluate(build_network(run_config(out / "config.yaml"), weights), val, num)
     print(f"PP-LiteSeg-T, {args.iters} iterations, batch 4, crop {args.size // 2}, CPU")
     print(f"bare loop : {bare_s:.4f} s/iter, final mIoU {bare_miou:.4f}")
     print(f"segx      : {segx_s:.4f} s/iter, final mIoU {segx_miou:.4f}")

@@ -1,24 +1,47 @@
 """segx: a model-zoo command line and Python API for semantic segmentation.
 
-Public API (heavy dependencies load lazily, on first use)::
+Public API (each name loads its module on first use; importing segx imports no paddle)::
 
-    from segx import create_model, list_models, load_config, run_mode
-    for res in create_model("output").predict("img.jpg"):
-        res.print(); res.save_to_img("out/"); res.save_to_json("out/")
+    from segx import create_model
+    with create_model("PP-LiteSeg-T") as model:
+        for res in model.predict("img.jpg"):
+            res.print(); res.save_to_img("out/"); res.save_to_json("out/")
+
+The layers and where each concept lives: docs/architecture.md.
 """
 from __future__ import annotations
 
 import zlib  # noqa: F401  (must run before the first `import paddle`; see segx.backend)
 
-from segx.config import Config, load_config
-from segx.engine import MODES, run_mode
-from segx.errors import ConfigError, DatasetError, SegxError
-from segx.pipelines import create_pipeline
-from segx.predictor import SegModel, create_model
-from segx.result import SegResult, decode_pred
-from segx.registry import list_models, model_info
+import importlib
+from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_API = {
+    "create_model": "segx.model", "SegModel": "segx.model",
+    "SegResult": "segx.result", "decode_pred": "segx.result",
+    "create_pipeline": "segx.pipelines",
+    "list_models": "segx.registry", "model_info": "segx.registry",
+    "load_config": "segx.registry:load_model_config", "Config": "segx.config",
+    "run_mode": "segx.engine", "MODES": "segx.engine",
+    "SegxError": "segx.errors", "ConfigError": "segx.errors", "DatasetError": "segx.errors",
+    "WeightsError": "segx.errors",
+}
 __all__ = ["Config", "ConfigError", "DatasetError", "MODES", "SegModel", "SegResult",
-           "SegxError", "create_model", "create_pipeline", "decode_pred", "list_models",
-           "load_config", "model_info", "run_mode", "__version__"]
+           "SegxError", "WeightsError", "__version__", "create_model", "create_pipeline",
+           "decode_pred", "list_models", "load_config", "model_info", "run_mode"]
+assert set(__all__) == {*_API, "__version__"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'segx' has no attribute '{name}'")
+    module, _, attr = _API[name].partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -2,11 +2,13 @@
 
     segx -c MODEL_OR_YAML -o Global.mode=train -o Global.dataset_dir=DATA [-o K=V ...]
     segx -c MODEL -o K=V --print-config
-    segx --list-models [PATTERN]        (also: segx models [PATTERN])
+    segx models [PATTERN]                 (also: segx --list-models [PATTERN])
+    segx weights list | fetch MODEL [DATASET|imagenet] | import FILE --url URL
     segx demo [--workdir DIR]
+    segx --pipeline semantic_segmentation --model MODEL --input X [--serve]
 
 Exit codes: 0 success, 2 a user mistake (one line on stderr, no traceback unless
-``-o Global.debug=True``), 1 an internal error (a bug: the traceback is printed).
+``-o Global.debug=True``), 1 an internal error (a bug: the traceback is printed), 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -20,15 +22,29 @@ from typing import Sequence
 
 from segx.errors import SegxError
 
+COMMANDS = """commands:
+  segx -c MODEL -o Global.mode=MODE ...   run a mode (check_dataset, train, evaluate, export,
+                                          predict) of a model name or YAML path
+  segx models [PATTERN]                   the model zoo, with the official weights of each
+  segx weights list                       what the weights cache holds
+  segx weights fetch MODEL [WHICH]        download official weights ahead of time (WHICH:
+                                          imagenet, or a dataset such as cityscapes)
+  segx weights import FILE --url URL      put a file downloaded elsewhere into the cache
+  segx demo [--workdir DIR]               every mode on a generated dataset (no download)
+  segx --pipeline NAME --input X          run a pipeline; add --serve for the HTTP service
+
+examples:
+  segx -c PP-LiteSeg-T -o Global.mode=check_dataset -o Global.dataset_dir=DATA
+  segx models 'SegFormer*'
+  segx --serve --pipeline semantic_segmentation --model output"""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="segx", description="Semantic segmentation model zoo: check_dataset, train, "
-        "evaluate, export and predict, driven by one YAML per model.",
-        epilog="Examples:\n  segx -c PP-LiteSeg-T -o Global.mode=check_dataset "
-               "-o Global.dataset_dir=DATA\n  segx --list-models 'SegFormer*'\n  segx demo",
+        "evaluate, export and predict, driven by one YAML per model.", epilog=COMMANDS,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", help="model name (see --list-models) or YAML path")
+    p.add_argument("-c", "--config", help="model name (see `segx models`) or YAML path")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. -o Train.batch_size=4 (repeatable; "
                         "later wins)")
@@ -42,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--input", help="image, folder or URL (default: the YAML's Global.input)")
     g.add_argument("--model", help="override Pipeline.model (name, exported or run folder)")
     g.add_argument("--device", help="override Pipeline.device (cpu, gpu, gpu:N)")
+    g.add_argument("--engine", help="override Pipeline.engine (auto, paddle)")
     g.add_argument("--batch_size", type=int, help="override Pipeline.batch_size")
     g.add_argument("--save_path", help="where --pipeline saves results, or where "
                                        "--get_pipeline_config writes the YAML")
@@ -52,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--serve", action="store_true", help="serve --pipeline over HTTP")
     g.add_argument("--host", default="127.0.0.1", help="--serve address (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=8080, help="--serve port (default 8080)")
+    g.add_argument("--api-key", help="--serve: require this key (X-API-Key or Authorization: "
+                                     "Bearer); default $SEGX_API_KEY")
+    g.add_argument("--allow-url-hosts", metavar="HOSTS",
+                   help="--serve: accept image URLs from these comma-separated hosts "
+                        "(a.com, *.a.com, or * for any public host); default: URLs off")
     return p
 
 
@@ -68,34 +90,37 @@ def print_models(pattern: str | None) -> int:
               file=sys.stderr)
         return 2
     head = ("model", "architecture", "backbone", "params(M)", "mIoU*", "dataset*",
-            "GPU ms*", "CPU ms*")
+            "CPU ms*", "ImageNet start", "trained weights")
     rows, static_only = [], []
     for name in names:
         info = model_info(name)
         pub = info.published
         rows.append((name, info.architecture, info.backbone, _fmt(info.params_m),
-                     _fmt(pub.get("miou")), pub.get("dataset", "-"), _fmt(pub.get("gpu_ms"), ".1f"),
-                     _fmt(pub.get("cpu_ms"), ".1f")))
+                     _fmt(pub.get("miou")), pub.get("dataset", "-"),
+                     _fmt(pub.get("cpu_ms"), ".1f"), "yes" if info.backbone_weights else "-",
+                     ", ".join(info.trained_weights) or "-"))
         if info.no_static_export:
             static_only.append(f"  {name}: {info.no_static_export}")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
     print(f"\n{len(names)} models. * published figures (PaddleX/PaddleSeg docs), not measured "
-          "by segx; params are counted by segx with 19 classes.")
+          "by segx; params are counted by segx with 19 classes. ImageNet start: what training "
+          "starts from by default (Train.pretrained=imagenet); trained weights: datasets "
+          "create_model(name) and Train.pretrained can use.")
     if static_only:
-        print("Not exportable to a static graph (predict with the run's model.pdparams):",
+        print("Not exportable to a static graph (predicted on the dynamic graph):",
               *static_only, sep="\n")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from segx.config import load_config
+    from segx.registry import load_model_config
     if not args.config:
         raise SegxError("no config given.",
                         solution="pass -c MODEL_NAME or -c path/to/config.yaml "
-                                 "(see --list-models).")
-    cfg = load_config(args.config, args.override)
+                                 "(see `segx models`).")
+    cfg = load_model_config(args.config, args.override)
     args.debug = cfg.get("Global.debug")
     if args.print_config:
         print(cfg.to_yaml(), end="")
@@ -121,23 +146,24 @@ def _get_pipeline_config(args: argparse.Namespace) -> int:
 
 def _pipeline(args: argparse.Namespace) -> int:
     from segx.pipelines import load_pipeline_config
-    overrides = {"model": args.model, "device": args.device, "batch_size": args.batch_size}
+    overrides = {"model": args.model, "device": args.device, "batch_size": args.batch_size,
+                 "engine": args.engine}
     config = load_pipeline_config(args.pipeline, **overrides)
     if args.serve:
         from segx.serving import serve
-        serve(config, args.host, args.port)
+        if args.allow_url_hosts:
+            config["Serving"]["allow_url_hosts"] = [
+                h.strip() for h in args.allow_url_hosts.split(",") if h.strip()]
+        serve(config, args.host, args.port, args.api_key)
         return 0
     from segx.pipelines import SemanticSegmentationPipeline
     from segx.result import ResultSaver
-    pipe = SemanticSegmentationPipeline(config)
     saver = ResultSaver(args.save_path) if args.save_path else None
-    try:
+    with SemanticSegmentationPipeline(config) as pipe:
         for res in pipe.predict(args.input):
             res.print()
             if saver:
                 saver.save(res)
-    finally:
-        pipe.close()
     if saver:
         print(f"saved {saver.count} result(s) to {args.save_path}")
     return 0
@@ -148,16 +174,28 @@ def _debug_requested(overrides: Sequence[str]) -> bool:
                for o in overrides)
 
 
+def _subcommand(argv: list[str]) -> int | None:
+    """``models``, ``weights`` and ``demo``; None for everything else."""
+    if argv[:1] == ["demo"]:
+        from segx.demo import main as demo_main
+        return demo_main(argv[1:])
+    if argv[:1] == ["weights"]:
+        from segx.weights_cli import main as weights_main
+        return weights_main(argv[1:])
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["models"]:
         argv = ["--list-models", *argv[1:2]]
-    if argv[:1] == ["demo"]:
-        from segx.demo import main as demo_main
-        return demo_main(argv[1:])
-    args = _parser().parse_args(argv)
+    args = None
     try:
+        code = _subcommand(argv)
+        if code is not None:
+            return code
+        args = _parser().parse_args(argv)
         if args.list_models is not None:
             return print_models(args.list_models)
         if args.get_pipeline_config:
@@ -169,14 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                             solution="run segx --serve --pipeline semantic_segmentation.")
         return _run(args)
     except SegxError as exc:
-        if getattr(args, "debug", False) or _debug_requested(args.override):
+        if getattr(args, "debug", False) or _debug_requested(argv):
             traceback.print_exc()
         print(f"segx: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("segx: interrupted.", file=sys.stderr)
         return 130
-    except Exception:  # a bug in segx: show everything needed to report it
+    except Exception:  # noqa: BLE001 - a bug in segx: show everything needed to report it
         traceback.print_exc()
         print("segx: internal error (a bug in segx); please report the traceback above.",
               file=sys.stderr)

@@ -1,8 +1,14 @@
-"""Configs: the schema, ``_base_`` inheritance, strict typed ``-o`` overrides.
+"""Configs: schemas, ``_base_`` inheritance, versions and upgrades, strict typed ``-o`` overrides.
 
-Every key segx reads is declared once in ``configs/_base_/schema.yaml`` with its default and a
-``# (type) meaning`` comment. Model YAMLs inherit from family bases which inherit from the schema,
-so a model file holds only what differs.
+Every key segx reads is declared once in a schema file with its default and a ``# (type)
+meaning`` comment: ``configs/_base_/schema.yaml`` for model configs (model YAMLs inherit from
+family bases which inherit from it, so a model file holds only what differs), and
+``pipelines/semantic_segmentation.yaml`` for pipelines.
+
+Every saved config records its schema version (``_version_``); loading an older one applies
+:data:`UPGRADES` (renames, removals) and fills keys added since with their defaults, so a run
+folder written by any earlier segx keeps loading. This module knows files and paths only; model
+names are the registry's (:func:`segx.registry.load_model_config`).
 
 Values are typed like YAML 1.2 scalars (``1e-3`` is a float, ``on`` is a string, ``null`` and
 ``None`` are null) and are never evaluated as code. Keys are strict: an unknown key is an error
@@ -16,14 +22,13 @@ import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
 from segx.errors import ConfigError, did_you_mean
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-SCHEMA_PATH = CONFIG_DIR / "_base_" / "schema.yaml"
+MODEL_SCHEMA_PATH = Path(__file__).resolve().parent / "configs" / "_base_" / "schema.yaml"
 
 
 # --------------------------------------------------------------------------- YAML with 1.2 scalars
@@ -108,7 +113,7 @@ def dump_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
-# --------------------------------------------------------------------------- the schema
+# --------------------------------------------------------------------------- schemas
 @dataclass(frozen=True)
 class KeySpec:
     """One declared key: its type spec (``int?``, ``str|int``, ``choice:a|b``) and its meaning."""
@@ -137,6 +142,10 @@ class KeySpec:
         """True for a ``dict``/``list``/``any`` value whose inside the schema does not fix."""
         return any(b in ("dict", "list", "any") for b in self.base_types)
 
+    @property
+    def is_section(self) -> bool:
+        return self.type == "section"
+
     def describe(self) -> str:
         if self.choices:
             text = "one of " + ", ".join(self.choices)
@@ -147,18 +156,34 @@ class KeySpec:
 
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w]*):(?P<rest>.*)$")
 _TYPE_COMMENT = re.compile(r"#\s*\((?P<type>[^)]+)\)\s*(?P<doc>.*)$")
+_RESERVED = ("_base_", "_version_")  # file-level keys, never part of a config's data
 
 
-def _parse_schema(path: Path) -> dict[str, KeySpec]:
+@dataclass(frozen=True)
+class Schema:
+    """The declared keys of one kind of config, read from a YAML file whose every key carries a
+    ``# (type) meaning`` comment (sections have type ``section``)."""
+
+    path: Path
+    specs: dict[str, KeySpec]
+    defaults: dict
+    version: int | None
+
+    def __iter__(self):
+        return iter(self.specs.values())
+
+
+def _parse_schema(path: Path) -> Schema:
     """Read key types and docs from the schema's ``# (type) doc`` comments."""
     text = path.read_text(encoding="utf-8")
     defaults = parse_yaml(text, str(path))
+    version = defaults.pop("_version_", None)
     specs: dict[str, KeySpec] = {}
     stack: list[tuple[int, str]] = []
     free_form_depth: int | None = None
     for lineno, line in enumerate(text.splitlines(), 1):
         m = _KEY_LINE.match(line)
-        if not m or line.lstrip().startswith("#"):
+        if not m or line.lstrip().startswith("#") or m["key"] in _RESERVED:
             continue
         indent = len(m["indent"])
         if free_form_depth is not None and indent > free_form_depth:
@@ -176,24 +201,102 @@ def _parse_schema(path: Path) -> dict[str, KeySpec]:
             default = default[part]
         spec = KeySpec(dotted, cm["type"].strip(), cm["doc"].strip(), default)
         specs[dotted] = spec
-        if spec.type != "section" and spec.free_form:
+        if not spec.is_section and spec.free_form:
             free_form_depth = indent
-    return specs
+    return Schema(path, specs, defaults, version)
 
 
-_SCHEMA: dict[str, KeySpec] | None = None
+_SCHEMAS: dict[Path, Schema] = {}
+
+
+def load_schema(path: Path) -> Schema:
+    """The schema declared by ``path`` (parsed once per process)."""
+    if path not in _SCHEMAS:
+        _SCHEMAS[path] = _parse_schema(path)
+    return _SCHEMAS[path]
+
+
+def model_schema() -> Schema:
+    """The schema of model configs (``configs/_base_/schema.yaml``)."""
+    return load_schema(MODEL_SCHEMA_PATH)
 
 
 def schema() -> dict[str, KeySpec]:
-    """The declared keys, by dotted path (sections have type ``section``)."""
-    global _SCHEMA
-    if _SCHEMA is None:
-        _SCHEMA = _parse_schema(SCHEMA_PATH)
-    return _SCHEMA
+    """The model-config keys, by dotted path (sections have type ``section``)."""
+    return model_schema().specs
+
+
+# --------------------------------------------------------------------------- versions
+def _move(data: dict, old: str, new: str | None, convert: Callable[[Any], Any] | None = None
+          ) -> None:
+    """Move the value at dotted ``old`` to ``new`` (None: drop it), converting it on the way."""
+    *parents, leaf = old.split(".")
+    node = data
+    for part in parents:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+    if leaf not in node:
+        return
+    value = node.pop(leaf)
+    if new is None:
+        return
+    *parents, leaf = new.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = convert(value) if convert else value
+
+
+def _upgrade_1(data: dict) -> None:
+    """1 -> 2: official weights by name, deployment engines."""
+    _move(data, "Train.pretrain_weight_path", "Train.pretrained", lambda v: v or "none")
+    _move(data, "Meta.pretrained_url", None)
+    engine = data.get("Predict", {}).get("run_mode")
+    _move(data, "Predict.run_mode", "Predict.engine", lambda v: "auto" if v == "auto" else "paddle")
+    if engine in ("paddle", "mkldnn"):  # paddle meant the plain CPU kernels, mkldnn oneDNN
+        data["Predict"]["onednn"] = engine == "mkldnn"
+
+
+UPGRADES: dict[int, Callable[[dict], None]] = {1: _upgrade_1}
+"""version -> the step that turns a config written at that version into the next version.
+
+Version 1 is every config written before versions were recorded (segx up to commit fc3912f).
+Keys added by a version need no step: loading fills missing keys of older configs with their
+defaults. Any change to the schema's keys bumps ``_version_`` in schema.yaml (tests check it).
+"""
+
+
+def upgrade(data: dict, version: int, source: str, schema: Schema | None = None,
+            upgrades: dict[int, Callable[[dict], None]] | None = None) -> dict:
+    """Bring ``data`` (written at ``version``) to the schema's current version (model configs
+    by default): apply each version's step, then give keys added since their defaults."""
+    schema = schema or model_schema()
+    upgrades = UPGRADES if upgrades is None else upgrades
+    current = schema.version or 1
+    if version > current:
+        raise ConfigError(f"{source} was written by a newer segx (config version {version}; this "
+                          f"segx reads up to {current}).", solution="upgrade segx.")
+    for v in range(version, current):
+        upgrades[v](data)
+    if version < current:
+        _fill_missing(data, schema)
+    return data
+
+
+def _fill_missing(data: dict, schema: Schema) -> None:
+    """Give every declared key that ``data`` lacks its default (parents come first)."""
+    for spec in schema:
+        *parents, leaf = spec.path.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = copy.deepcopy(spec.default)
 
 
 # --------------------------------------------------------------------------- loading
-def _merge(base: dict, over: dict) -> dict:
+def merge_configs(base: dict, over: dict) -> dict:
     """Deep-merge: dicts merge key by key, everything else replaces; ``_replace_: true`` in a
     dict replaces the base dict wholesale."""
     out = copy.deepcopy(base)
@@ -201,13 +304,14 @@ def _merge(base: dict, over: dict) -> dict:
         if isinstance(value, dict) and value.get("_replace_"):
             out[key] = {k: copy.deepcopy(v) for k, v in value.items() if k != "_replace_"}
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_configs(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML config with its ``_base_`` chain merged in (``_version_`` kept, if any)."""
     if path in seen:
         raise ConfigError(f"{path}: '_base_' inheritance loops back to itself.",
                           solution="remove the circular _base_ reference.")
@@ -223,20 +327,8 @@ def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     bases = data.pop("_base_", [])
     merged: dict = {}
     for base in [bases] if isinstance(bases, str) else bases:
-        merged = _merge(merged, _load_with_bases((path.parent / base).resolve(), seen + (path,)))
-    return _merge(merged, data)
-
-
-def resolve_config_path(name_or_path: str) -> Path:
-    """Map ``-c`` (a YAML path or a bare model name) to a file."""
-    p = Path(name_or_path)
-    if p.suffix.lower() in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ConfigError(f"config file '{name_or_path}' does not exist.",
-                              solution="check the path, or pass a model name from --list-models.")
-        return p.resolve()
-    from segx.registry import model_config_path
-    return model_config_path(name_or_path)
+        merged = merge_configs(merged, read_config_file((path.parent / base).resolve(), seen + (path,)))
+    return merge_configs(merged, data)
 
 
 # --------------------------------------------------------------------------- typing values
@@ -287,31 +379,44 @@ def coerce(raw: str, spec: KeySpec | None, key: str) -> Any:
 
 
 # --------------------------------------------------------------------------- the config object
+_MISSING = object()
+
+
 class Config:
-    """A merged config: nested dicts with dotted access and strict overrides.
+    """A merged, validated config: nested dicts with strict dotted access and overrides.
 
     Example:
-        >>> cfg = load_config("PP-LiteSeg-T", ["Train.batch_size=4"])
+        >>> cfg = load_model_config("PP-LiteSeg-T", ["Train.batch_size=4"])  # segx.registry
         >>> cfg.get("Train.batch_size")
         4
     """
 
-    def __init__(self, data: dict, source: str):
+    def __init__(self, data: dict, source: str, schema: Schema | None = None):
         self.data = data
         self.source = source
+        self.schema = schema or model_schema()
 
     def __getitem__(self, section: str) -> dict:
         return self.data[section]
 
-    def get(self, dotted: str, default: Any = None) -> Any:
+    def get(self, dotted: str, default: Any = _MISSING) -> Any:
+        """The value at ``dotted`` (``Train.batch_size``, ``Train.transforms.0.type``).
+
+        A path that does not exist raises a ConfigError with the closest paths, unless a
+        ``default`` is given (for optional keys inside free-form values such as ``Arch``).
+        """
         node: Any = self.data
         for part in _split_key(dotted):
             if isinstance(node, dict) and part in node:
                 node = node[part]
             elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
-            else:
+            elif default is not _MISSING:
                 return default
+            else:
+                raise ConfigError(f"{self.source}: no config key '{dotted}'."
+                                  + _suggest(dotted, self),
+                                  solution="see --print-config or docs/config.md for the keys.")
         return node
 
     @property
@@ -319,7 +424,9 @@ class Config:
         return self.data["Global"]["model"]
 
     def to_yaml(self) -> str:
-        return dump_yaml(self.data)
+        """The config as YAML, its schema version first (what every saved config holds)."""
+        version = {"_version_": self.schema.version} if self.schema.version else {}
+        return dump_yaml({**version, **self.data})
 
     def override(self, option: str) -> None:
         """Apply one ``Dotted.key=value``; split on the first ``=`` only."""
@@ -329,53 +436,72 @@ class Config:
             raise ConfigError(f"-o '{option}': expected Dotted.key=value.",
                               solution="write for example -o Train.batch_size=4.")
         parts = _split_key(key)
-        specs = schema()
         node: Any = self.data
         free = False
         for i, part in enumerate(parts):
-            here = ".".join(parts[: i + 1])
             last = i == len(parts) - 1
             if isinstance(node, list):
-                if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-                    raise ConfigError(f"-o {key}: '{part}' is not an index of the {len(node)}-item "
-                                      f"list {'.'.join(parts[:i])}.",
-                                      solution=f"use an index from 0 to {len(node) - 1}.")
+                node = self._list_step(node, parts, i, key, raw)
                 if last:
-                    node[int(part)] = coerce(raw, None, key)
                     return
-                node = node[int(part)]
                 continue
             if not isinstance(node, dict):
                 raise ConfigError(f"-o {key}: '{'.'.join(parts[:i])}' is a value, not a section.",
                                   solution="override the value itself.")
-            spec = None if free else specs.get(here)
+            here = ".".join(parts[: i + 1])
+            spec = None if free else self.schema.specs.get(here)
             if part not in node and not free:
                 raise ConfigError(f"-o {key}: unknown key '{here}'." + _suggest(here, self),
                                   solution="see --print-config or docs/config.md for valid keys.")
-            if spec is not None and spec.type != "section" and spec.free_form:
+            if spec is not None and not spec.is_section and spec.free_form:
                 free = True
             if last:
-                node[part] = coerce(raw, spec if spec and spec.type != "section" else None, key)
+                node[part] = coerce(raw, spec if spec and not spec.is_section else None, key)
                 return
             node = node.setdefault(part, {}) if free and part not in node else node[part]
 
+    @staticmethod
+    def _list_step(node: list, parts: list[str], i: int, key: str, raw: str) -> Any:
+        """One list index of an override path: set the item (last part) or step into it."""
+        part = parts[i]
+        if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+            raise ConfigError(f"-o {key}: '{part}' is not an index of the {len(node)}-item "
+                              f"list {'.'.join(parts[:i])}.",
+                              solution=f"use an index from 0 to {len(node) - 1}.")
+        if i == len(parts) - 1:
+            node[int(part)] = coerce(raw, None, key)
+            return None
+        return node[int(part)]
+
+    def set(self, dotted: str, value: Any, where: str = "") -> None:
+        """Set a declared key to a Python value (the Python API's overrides), type-checked."""
+        spec = self.schema.specs.get(dotted)
+        if spec is None or spec.is_section:
+            raise ConfigError(f"{where or self.source}: unknown option '{dotted}'."
+                              + _suggest(dotted, self),
+                              solution="see docs/config.md for the keys.")
+        if not _type_ok(value, spec):
+            raise ConfigError(f"{where or self.source}: {dotted}={value!r} is not "
+                              f"{spec.describe()}.", solution=f"give {spec.describe()} ({spec.doc}).")
+        *parents, leaf = _split_key(dotted)
+        node = self.data
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+
     def validate(self) -> None:
         """Check every declared key's type and reject undeclared keys."""
-        specs = schema()
-        for path, spec in specs.items():
+        for path, spec in self.schema.specs.items():
             value = self.get(path, _MISSING)
             if value is _MISSING:
                 raise ConfigError(f"{self.source}: missing key '{path}'.",
                                   solution="do not delete schema keys; set them to null instead.")
-            if spec.type != "section" and not _type_ok(value, spec):
+            if not spec.is_section and not _type_ok(value, spec):
                 raise ConfigError(f"{self.source}: {path}={value!r} is not {spec.describe()}.",
                                   solution=f"set {path} to {spec.describe()} ({spec.doc}).")
-        for path in _walk_keys(self.data, specs):
+        for path in _walk_keys(self.data, self.schema.specs):
             raise ConfigError(f"{self.source}: unknown key '{path}'." + _suggest(path, self),
                               solution="remove it or fix its spelling.")
-
-
-_MISSING = object()
 
 
 def _split_key(key: str) -> list[str]:
@@ -390,12 +516,12 @@ def _walk_keys(data: dict, specs: dict[str, KeySpec], prefix: str = "") -> Itera
         spec = specs.get(path)
         if spec is None:
             yield path
-        elif spec.type == "section" and isinstance(value, dict):
+        elif spec.is_section and isinstance(value, dict):
             yield from _walk_keys(value, specs, path + ".")
 
 
 def _suggest(key: str, cfg: Config) -> str:
-    return did_you_mean(key, set(schema()) | set(_all_paths(cfg.data)))
+    return did_you_mean(key, set(cfg.schema.specs) | set(_all_paths(cfg.data)))
 
 
 def _all_paths(data: Any, prefix: str = "") -> Iterable[str]:
@@ -405,20 +531,33 @@ def _all_paths(data: Any, prefix: str = "") -> Iterable[str]:
             yield from _all_paths(v, f"{prefix}{k}.")
 
 
-def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> Config:
-    """Load a model config (name or path), apply overrides in order and validate.
+def load_config(path: str | Path, overrides: Iterable[str] = (), *,
+                model_name: str | None = None) -> Config:
+    """Load a model config file, upgrade it to the current version, apply overrides, validate.
 
     Args:
-        name_or_path: a registered model name (``PP-LiteSeg-T``) or a YAML file path.
+        path: a YAML file (a model YAML, a user YAML with ``_base_``, or a run's config.yaml).
+            Model names are resolved by :func:`segx.registry.load_model_config`.
         overrides: ``Dotted.key=value`` strings, applied left to right (later wins).
+        model_name: ``Global.model`` to record (a zoo file's name); otherwise the file's own
+            ``Global.model``, or its stem.
 
     Raises:
-        ConfigError: unknown model or key, bad value type, bad YAML.
+        ConfigError: unknown key, bad value type, bad YAML, a config from a newer segx.
     """
-    path = resolve_config_path(name_or_path)
-    data = _load_with_bases(path)
-    if path.parent == CONFIG_DIR or not data.get("Global", {}).get("model"):
-        data.setdefault("Global", {})["model"] = path.stem
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist.",
+                          solution="check the path, or pass a model name from --list-models.")
+    path = path.resolve()
+    data = read_config_file(path)
+    version = data.pop("_version_", 1)
+    if not isinstance(version, int):
+        raise ConfigError(f"{path}: _version_={version!r} is not an integer.",
+                          solution="remove the _version_ line or restore the one segx wrote.")
+    upgrade(data, version, str(path))
+    if model_name or not data.get("Global", {}).get("model"):
+        data.setdefault("Global", {})["model"] = model_name or path.stem
     cfg = Config(data, str(path))
     cfg.validate()
     for option in overrides:

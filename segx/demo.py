@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default="demo_output", help="where the dataset and outputs go")
     ap.add_argument("--model", default="PP-LiteSeg-T")
     args = ap.parse_args(argv)
-    from segx.config import load_config
     from segx.engine import MODES, run
+    from segx.registry import load_model_config
     work = Path(args.workdir).resolve()
     data = make_demo_dataset(work / "dataset")
     print(f"demo dataset: {data} (40 generated images, 3 classes)")
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode in MODES:
         extra = {
             "train": ["Train.epochs_iters=150", "Train.batch_size=4", "Train.eval_interval=50",
-                      "Train.log_interval=25", "Train.transforms.1.crop_size=[128,96]"],
+                      "Train.log_interval=25", "Train.transforms.1.crop_size=[128,96]",
+                      "Train.pretrained=none"],  # the demo never downloads
             "predict": [f"Global.output={out / 'predict'}", f"Predict.input={data / 'images'}",
                         f"Predict.model_dir={out / 'best_model' / 'inference'}",
                         "Predict.batch_size=8"],
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n[{mode}] segx -c {args.model} -o Global.mode={mode} "
               f"-o Global.dataset_dir={data} -o Global.output={out} "
               + " ".join(f"-o {e}" for e in extra))
-        cfg = load_config(args.model, [f"Global.mode={mode}", f"Global.dataset_dir={data}",
+        cfg = load_model_config(args.model, [f"Global.mode={mode}", f"Global.dataset_dir={data}",
                                        f"Global.output={out}", *extra])
         run(cfg)
         done.append(mode)

@@ -1,40 +1,91 @@
-"""Generate docs/config.md (from the schema) and docs/models.md (from the registry).
+"""Generate docs/config.md (from the schemas), docs/models.md (from the registry) and the model
+count in README.md and docs/roadmap.md.
 
-    python -m segx.docgen      # rewrites both files; tests fail when they are stale
+    python -m segx.docgen      # rewrites them; tests fail when they are stale
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Callable
 
-from segx.config import schema
+from segx.config import Schema, load_schema, model_schema
 from segx.fileio import write_text
 from segx.registry import list_models, model_info
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = DOCS.parent
+COUNT = re.compile(r"\b\d+ (named models|models)\b")
+
+CONFIG_INTRO = """\
+Every key is declared once with its default. Model YAMLs inherit from family bases (`_base_:`)
+and hold only what differs. Override any key with `-o Dotted.key=value` (see [cli.md](cli.md)).
+
+## Versions and upgrades
+
+Every config segx writes (a run's `config.yaml`, `--print-config`) starts with `_version_`, the
+schema version it was written with (now {version}). Loading an older config applies the upgrade
+steps in `segx.config.UPGRADES` (renames, removals) and gives keys added since their defaults,
+so a run folder written by any earlier segx keeps loading, evaluating, exporting and predicting
+(`tests/fixtures/run_v1` is such a folder; a test loads it). A config without `_version_` was
+written before versions existed (version 1). Every change to the schema's keys bumps the version
+and adds a step; a test compares the keys with the recorded list.
+
+| from | to | what changed |
+|---|---|---|
+| 1 | 2 | `Train.pretrain_weight_path` became `Train.pretrained` (null became `none`); `Meta.pretrained_url` became `Meta.weights`; `Predict.run_mode` became `Predict.engine` + `Predict.onednn` (`mkldnn` -> `paddle` + `true`, `paddle` -> `paddle` + `false`); new keys (`Predict.precision`, `CheckDataset.class_names` ...) take their defaults |
+
+A misspelt key is an error with the closest keys, in a YAML, in `-o` and in
+`Config.get("Dotted.key")` alike.
+
+## Why not omegaconf
+
+segx's config layer is about 400 lines of its own on PyYAML. omegaconf was a declared dependency
+that nothing imported; it is dropped. Building on it would not remove the parts that matter here:
+YAML 1.2 scalars (omegaconf keeps PyYAML's 1.1 rules, where `on` is a boolean and `1e-3` a
+string), `-o` values typed by the schema's `# (type) meaning` comments, choices, suggestions for
+misspelt keys at any depth, the free-form insides of `Arch` and transforms, `_base_` chains and
+version upgrades. Its interpolation (`${...}`) is the one feature segx lacks, and no config has
+needed it.
+"""
 
 
 def _value(v) -> str:
     if isinstance(v, (dict, list)):
-        return "(see schema.yaml)" if len(str(v)) > 40 else f"`{v}`"
+        return "(see the schema)" if len(str(v)) > 40 else f"`{v}`"
     return "`null`" if v is None else f"`{str(v).lower() if isinstance(v, bool) else v}`"
 
 
-def config_reference() -> str:
-    lines = ["# Config reference", "",
-             "Generated from `segx/configs/_base_/schema.yaml` by `python -m segx.docgen`; "
-             "do not edit by hand.", "",
-             "Every key is declared once with its default. Model YAMLs inherit from family "
-             "bases (`_base_:`) and hold only what differs. Override any key with "
-             "`-o Dotted.key=value` (see [cli.md](cli.md)).", ""]
-    for spec in schema().values():
-        if spec.type == "section":
+def _schema_tables(schema: Schema, base: int = 2) -> list[str]:
+    lines: list[str] = []
+    for spec in schema:
+        if spec.is_section:
             depth = spec.path.count(".")
-            lines += ["", f"{'#' * (depth + 2)} `{spec.path}`", "", spec.doc, "",
+            lines += ["", f"{'#' * (depth + base)} `{spec.path}`", "", spec.doc, "",
                       "| key | type | default | meaning |", "|---|---|---|---|"]
         else:
             lines.append(f"| `{spec.path}` | {spec.describe()} | {_value(spec.default)} | "
                          f"{spec.doc} |")
+    return lines
+
+
+def config_reference() -> str:
+    from segx.pipelines import SCHEMA_PATH
+    schema = model_schema()
+    lines = ["# Config reference", "",
+             "Generated from `segx/configs/_base_/schema.yaml` and "
+             "`segx/pipelines/semantic_segmentation.yaml` by `python -m segx.docgen`; do not "
+             "edit by hand.", "", CONFIG_INTRO.replace("{version}", str(schema.version)).rstrip(), "",
+             "# Model configs", *_schema_tables(schema), "", "",
+             "# Pipeline configs", "",
+             "A pipeline YAML (`segx --get_pipeline_config semantic_segmentation`) overrides "
+             "these; it is validated the same way.", *_schema_tables(load_schema(SCHEMA_PATH))]
     return "\n".join(lines) + "\n"
+
+
+def _trained(info) -> str:
+    return ", ".join(f"{k} ({v.get('miou', '?')})" for k, v in info.trained_weights.items()) \
+        or "-"
 
 
 def model_table() -> str:
@@ -43,30 +94,50 @@ def model_table() -> str:
              "Parameters are counted by segx with 19 classes. mIoU, dataset and latency are "
              "**published figures** from PaddleX/PaddleSeg, not measured by segx; `-` means our "
              "references publish none.", "",
+             "**ImageNet start** is what training starts from by default "
+             "(`Train.pretrained=imagenet`): PaddleX's `<Model>_backbone_imagenet_pretrained` "
+             "weights where PaddleX has them, else PaddleSeg's backbone archive; `-` means the "
+             "model trains from random weights (PaddleSeg does the same). **Trained weights** "
+             "are PaddleSeg's published models (dataset, published single-scale mIoU): "
+             "`create_model(name)` predicts with the first, `name@dataset` picks another, and "
+             "`Train.pretrained=<dataset>` fine-tunes from it.", "",
              "| model | family | architecture | backbone | params (M) | published mIoU | "
-             "dataset | GPU ms | CPU ms |", "|---|---|---|---|---|---|---|---|---|"]
+             "dataset | CPU ms | ImageNet start | trained weights |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     static_only = []
     for name in list_models():
         i = model_info(name)
         p = i.published
+        start = (i.backbone_weights or {}).get("source", "-")
         lines.append(f"| {name} | {i.family} | {i.architecture} | {i.backbone} | "
                      f"{i.params_m:.2f} | {p.get('miou', '-')} | {p.get('dataset', '-')} | "
-                     f"{p.get('gpu_ms', '-')} | {p.get('cpu_ms', '-')} |")
+                     f"{p.get('cpu_ms', '-')} | {start} | {_trained(i)} |")
         if i.no_static_export:
             static_only.append(f"- {name}: {i.no_static_export}.")
     if static_only:
         lines += ["", "These cannot be exported to a static graph (training skips its final "
-                  "export; predict with the run's `model.pdparams`):", *static_only]
+                  "export; they predict on the dynamic graph from `model.pdparams`):",
+                  *static_only]
     return "\n".join(lines) + "\n"
 
 
-GENERATED = {"config.md": config_reference, "models.md": model_table}
+def _with_count(path: Path) -> Callable[[], str]:
+    def make() -> str:
+        return COUNT.sub(lambda m: f"{len(list_models())} {m.group(1)}",
+                         path.read_text(encoding="utf-8"))
+    return make
+
+
+GENERATED: dict[str, Callable[[], str]] = {
+    "config.md": config_reference, "models.md": model_table,
+    "../README.md": _with_count(ROOT / "README.md"),
+    "roadmap.md": _with_count(DOCS / "roadmap.md")}
 
 
 def main() -> None:
     for name, make in GENERATED.items():
         write_text(DOCS / name, make())
-        print(f"wrote {DOCS / name}")
+        print(f"wrote {(DOCS / name).resolve()}")
 
 
 if __name__ == "__main__":

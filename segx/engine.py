@@ -9,9 +9,10 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from segx.config import Config, load_config, schema
+from segx.config import Config, schema
 from segx.errors import ConfigError, SegxError
 from segx.fileio import write_json
+from segx.registry import load_model_config
 
 # mode -> "module:function"; handlers take a Config and return the result dict
 MODES: dict[str, str] = {
@@ -29,13 +30,7 @@ def _handler(mode: str) -> Callable[[Config], dict]:
         raise ConfigError(f"Global.mode='{mode}' is not a mode.",
                           solution=f"use one of {', '.join(MODES)}.")
     module, func = MODES[mode].split(":")
-    try:
-        return getattr(importlib.import_module(module), func)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        raise SegxError(f"mode '{mode}' is not available in this version of segx yet.",
-                        solution="see docs/roadmap.md for what each release adds.") from None
+    return getattr(importlib.import_module(module), func)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -45,8 +40,7 @@ def run(cfg: Config) -> dict[str, Any]:
         SegxError: a user mistake (the failure JSON is written first).
     """
     mode = cfg.get("Global.mode")
-    out = Path(cfg.get("Global.output"))
-    result_path = out / f"{mode}_result.json"
+    result_path = Path(cfg.get("Global.output")) / f"{mode}_result.json"
     try:
         result = {"done_flag": True, **(_handler(mode)(cfg) or {})}
     except SegxError as exc:
@@ -78,5 +72,4 @@ def run_mode(model: str, mode: str, overrides: Iterable[str] = (), **options: An
         >>> run_mode("PP-LiteSeg-T", "check_dataset", ["Global.dataset_dir=data"])
     """
     extra = [f"{k.replace('__', '.')}={v}" for k, v in options.items()]
-    cfg = load_config(model, [*overrides, *extra, f"Global.mode={mode}"])
-    return run(cfg)
+    return run(load_model_config(model, [*overrides, *extra, f"Global.mode={mode}"]))

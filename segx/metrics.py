@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE = 255
+from segx.constants import IGNORE_INDEX
 
 
 class Confusion:
@@ -22,7 +22,7 @@ class Confusion:
         """Add one prediction/label pair (same shape; label 255 = ignored)."""
         if pred.shape != label.shape:
             raise ValueError(f"prediction {pred.shape} and label {label.shape} differ in shape")
-        keep = label != IGNORE
+        keep = label != IGNORE_INDEX
         lab = label[keep].astype(np.int64)
         if lab.size and (lab.min() < 0 or lab.max() >= self.n):
             raise ValueError(f"label ids outside 0..{self.n - 1} (and 255)")

@@ -1,10 +1,13 @@
 """Class colours: the PASCAL-VOC bit-interleaved colour map, shared by every visual segx draws."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw
 
-IGNORE = 255
+from segx.constants import IGNORE_INDEX
+from segx.fileio import atomic_write
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
@@ -33,12 +36,20 @@ def id_image(ids: np.ndarray) -> Image.Image:
     return img
 
 
+def write_id_png(path: str | Path, ids: np.ndarray, compress_level: int = 6) -> Path:
+    """Atomically write a class-id map as a palette PNG (pixel values = ids, 0..255): the one
+    writer for predictions, fixed labels and converted LabelMe labels."""
+    img = id_image(ids)
+    return atomic_write(path, lambda f: img.save(f, format="PNG", compress_level=compress_level),
+                        mode="wb")
+
+
 def draw_overlay(rgb: Image.Image, ids: np.ndarray, names: list[str]) -> Image.Image:
     """``rgb`` with the class map blended in (255 = ignore left clear) and a colour legend."""
     coloured = id_image(ids)
-    mask = Image.fromarray(np.where(ids != IGNORE, 255, 0).astype(np.uint8))
+    mask = Image.fromarray(np.where(ids != IGNORE_INDEX, 255, 0).astype(np.uint8))
     blended = Image.composite(Image.blend(rgb, coloured.convert("RGB"), 0.5), rgb, mask)
-    present = [i for i, n in enumerate(coloured.histogram()) if n and i != IGNORE]
+    present = [i for i, n in enumerate(coloured.histogram()) if n and i != IGNORE_INDEX]
     row = 14
     canvas = Image.new("RGB", (blended.width, blended.height + row * len(present) + 4), "white")
     canvas.paste(blended, (0, 0))

@@ -1,17 +1,20 @@
 """The model zoo: one registry built from the YAML files in ``segx/configs``.
 
 A model's name is its file's stem (``PP-LiteSeg-T.yaml`` is ``PP-LiteSeg-T``); nothing else
-lists model names, so adding a YAML adds a model everywhere (CLI, API, docs, tests).
+lists model names, so adding a YAML adds a model everywhere (CLI, API, docs, tests). Names are
+matched case-insensitively wherever a user types one.
 """
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from segx.config import CONFIG_DIR
-from segx.errors import UnknownModelError, did_you_mean
+from segx.config import Config, load_config
+from segx.errors import ConfigError, UnknownModelError, did_you_mean
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -29,22 +32,46 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower())]
 
 
+def canonical_name(name: str) -> str | None:
+    """The registered spelling of ``name`` (matched case-insensitively), or None."""
+    return {n.lower(): n for n in list_models()}.get(str(name).lower())
+
+
 def model_config_path(name: str) -> Path:
     """The YAML of a registered model; an unknown name suggests close ones."""
-    path = CONFIG_DIR / f"{name}.yaml"
-    if path.is_file():
-        return path
-    names = list_models()
-    lower = {n.lower(): n for n in names}
-    if name.lower() in lower:
-        return CONFIG_DIR / f"{lower[name.lower()]}.yaml"
-    raise UnknownModelError(f"unknown model '{name}'.{did_you_mean(name, names, cutoff=0.5)}",
-                            solution="pass a YAML path, or a name from `segx models`.")
+    found = canonical_name(name)
+    if found:
+        return CONFIG_DIR / f"{found}.yaml"
+    raise UnknownModelError(
+        f"unknown model '{name}'.{did_you_mean(name, list_models(), cutoff=0.5)}",
+        solution="pass a YAML path, or a name from `segx models`.")
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """Map ``-c`` (a YAML path or a model name) to a file."""
+    p = Path(name_or_path)
+    if p.suffix.lower() in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file '{name_or_path}' does not exist.",
+                              solution="check the path, or pass a model name from --list-models.")
+        return p.resolve()
+    return model_config_path(str(name_or_path))
+
+
+def load_model_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """A model's config by name (``PP-LiteSeg-T``, any case) or YAML path, with overrides.
+
+    Raises:
+        ConfigError: unknown model or key, bad value type, bad YAML.
+    """
+    path = resolve_config(name_or_path)
+    return load_config(path, overrides, model_name=path.stem if path.parent == CONFIG_DIR
+                       else None)
 
 
 @dataclass
 class ModelInfo:
-    """What ``--list-models`` shows for one model."""
+    """What ``segx models`` shows for one model."""
 
     name: str
     family: str
@@ -53,15 +80,25 @@ class ModelInfo:
     params_m: float | None
     published: dict[str, Any]
     no_static_export: str | None = None
+    weights: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trained_weights(self) -> dict[str, dict]:
+        """Published trained weights by dataset name (``{"cityscapes": {...}}``)."""
+        return dict(self.weights.get("trained") or {})
+
+    @property
+    def backbone_weights(self) -> dict | None:
+        """The official ImageNet backbone weights training starts from, or None."""
+        return self.weights.get("backbone")
 
 
 def model_info(name: str) -> ModelInfo:
     """Read one model's listing facts from its merged config."""
-    from segx.config import load_config
-    cfg = load_config(name)
+    cfg = load_model_config(name)
     arch = cfg["Arch"]
     backbone = arch.get("backbone", {}).get("type", "-") if isinstance(arch.get("backbone"), dict) \
         else "-"
-    return ModelInfo(name, cfg.get("Meta.family") or "-", arch["type"], backbone,
+    return ModelInfo(cfg.model_name, cfg.get("Meta.family") or "-", arch["type"], backbone,
                      cfg.get("Meta.params_m"), cfg.get("Meta.published") or {},
-                     cfg.get("Meta.no_static_export"))
+                     cfg.get("Meta.no_static_export"), cfg.get("Meta.weights") or {})

@@ -4,20 +4,23 @@
 encoded); ``res.img`` is a palette image whose pixel values are the class ids (viewable and
 exact); ``save_to_img`` writes that PNG plus an overlay with a legend; ``save_to_json`` writes
 the compact JSON, or with ``full=True`` the reference format (the map as a nested list).
+Results also read like PaddleX's dict results: ``res["pred"]``, ``res["input_path"]``,
+``"pred" in res``, ``dict(res)``.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
+from segx.constants import IMAGE_SUFFIXES
+from segx.errors import SegxError
 from segx.fileio import atomic_write, write_json
-from segx.palette import draw_overlay, id_image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from segx.palette import draw_overlay, id_image, write_id_png
 
 
 def encode_rle(pred: np.ndarray) -> dict:
@@ -38,30 +41,59 @@ def decode_pred(pred: Any) -> np.ndarray:
     return arr[0] if arr.ndim == 3 else arr
 
 
-class SegResult:
+class SegResult(Mapping):
     """The prediction for one input.
 
     Attributes:
         input_path: the file or URL the image came from (None for an array input).
         pred: H x W int32 class ids.
         class_names: names by id, when the model knows them.
+        speed: milliseconds spent on this image: ``preprocess_ms`` (decoding and
+            transforms), ``inference_ms`` (its share of its batch's engine call) and
+            ``postprocess_ms`` (restoring the original size, argmax).
+
+    The same four are the keys of the result read as a mapping (``res["pred"]``).
     """
 
+    KEYS = ("input_path", "pred", "class_names", "speed")
+
     def __init__(self, input_path: str | None, pred: np.ndarray, class_names: list[str],
-                 image: np.ndarray | None = None, index: int = 0):
+                 image: np.ndarray | None = None, index: int = 0,
+                 speed: dict[str, float] | None = None):
         self.input_path = input_path
         self.pred = pred
         self.class_names = list(class_names)
+        self.speed = dict(speed or {})
         self._image = image  # RGB, for the overlay
         self._index = index
+
+    # ------------------------------------------------------------------ mapping (PaddleX style)
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.KEYS:
+            raise KeyError(f"{key!r} (a SegResult has {', '.join(self.KEYS)})")
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KEYS)
+
+    def __len__(self) -> int:
+        return len(self.KEYS)
+
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__  # identity, as before (the pred arrays do not compare to a bool)
 
     # ------------------------------------------------------------------ views
     @property
     def name(self) -> str:
         """The stem used for saved files (``array_<k>`` for array inputs)."""
-        if self.input_path:
-            return Path(self.input_path.split("?")[0]).stem or f"image_{self._index}"
-        return f"array_{self._index}"
+        return self.stem_for(self.input_path, self._index)
+
+    @staticmethod
+    def stem_for(input_path: str | None, index: int) -> str:
+        """The file stem results of ``input_path`` (the ``index``-th input) are saved under."""
+        if input_path:
+            return Path(input_path.split("?")[0]).stem or f"image_{index}"
+        return f"array_{index}"
 
     @property
     def class_pixels(self) -> dict[int, int]:
@@ -81,7 +113,8 @@ class SegResult:
             return {"input_path": self.input_path, "pred": self.pred[None].tolist()}
         return {"input_path": self.input_path, "pred": encode_rle(self.pred),
                 "class_names": self.class_names,
-                "class_pixels": {str(k): v for k, v in self.class_pixels.items()}}
+                "class_pixels": {str(k): v for k, v in self.class_pixels.items()},
+                "speed": {k: round(v, 3) for k, v in self.speed.items()}}
 
     @property
     def img(self) -> Image.Image:
@@ -126,8 +159,7 @@ class SegResult:
 
         ``path`` is a folder or a file name (its suffix is replaced by ``.png``).
         """
-        target = self._target(path, ".png")
-        atomic_write(target, lambda f: self.img.save(f, format="PNG"), mode="wb")
+        target = write_id_png(self._target(path, ".png"), self.pred)
         written = [target]
         if self._image is not None:
             over = target.with_name(target.stem + "_overlay.jpg")
@@ -148,17 +180,40 @@ class SegResult:
 
 
 class ResultSaver:
-    """Saves results into one folder (``save_all``), giving repeated names a ``_<k>`` suffix."""
+    """Saves results into one folder (``<stem>.json``, ``<stem>.png``, ``<stem>_overlay.jpg``),
+    giving repeated names a ``_<k>`` suffix, and never over a file named in ``protected``
+    (the inputs: compared by resolved real path)."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, protected: Iterable[str | Path | None] = ()):
         self.folder = Path(folder)
         self.seen: dict[str, int] = {}
         self.count = 0
+        self.protected = {Path(p).resolve() for p in protected if p}
+
+    def _stem(self, name: str) -> str:
+        n = self.seen.get(name, 0)
+        self.seen[name] = n + 1
+        return name if n == 0 else f"{name}_{n}"
+
+    def _targets(self, stem: str) -> list[Path]:
+        return [self.folder / f"{stem}{s}" for s in (".json", ".png", "_overlay.jpg")]
+
+    def check(self, names: Sequence[str]) -> None:
+        """Refuse, before anything is written, a folder where saving results named ``names``
+        (in order) would replace an input file."""
+        planner = ResultSaver(self.folder)
+        for name in names:
+            for target in planner._targets(planner._stem(name)):
+                if target.resolve() in self.protected:
+                    raise SegxError(f"saving the results in {self.folder} would overwrite the "
+                                    f"input {target}.",
+                                    solution="choose an output folder that holds no inputs.")
 
     def save(self, res: SegResult) -> list[Path]:
-        n = self.seen.get(res.name, 0)
-        self.seen[res.name] = n + 1
-        stem = res.name if n == 0 else f"{res.name}_{n}"
+        stem = self._stem(res.name)
+        json_path, png_path, _ = self._targets(stem)
+        if any(t.resolve() in self.protected for t in self._targets(stem)):
+            raise SegxError(f"saving {res.name} would overwrite an input in {self.folder}.",
+                            solution="choose an output folder that holds no inputs.")
         self.count += 1
-        return [res.save_to_json(self.folder / f"{stem}.json"),
-                *res.save_to_img(self.folder / f"{stem}.png")]
+        return [res.save_to_json(json_path), *res.save_to_img(png_path)]

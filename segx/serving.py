@@ -4,48 +4,102 @@ Routes (compatible with the reference): ``GET /health`` and ``POST /semantic-seg
 with ``{"image": "<base64 of the file bytes, or an http(s) URL>"}``, answering
 ``{"logId", "errorCode", "errorMsg", "result": {"labelMap", "size", "image"}}``.
 
-Client mistakes get 4xx with a clear ``errorMsg`` (400 bad JSON, base64, image or URL; 413 too
-large; 422 a missing or mistyped field; 503 too many requests in flight). Inference runs off the
-event loop in one engine thread; requests that arrive together are inferred as one batch.
+Built to face a network (docs/security.md):
+
+* every client mistake is a 4xx with a clear ``errorMsg``, and the connection stays usable;
+* a bad image fails only its own request, never the requests batched with it;
+* image bytes are checked by their magic bytes (PNG, JPEG, BMP unless configured) and their
+  size read from the header before anything is decoded (``max_pixels``), decoded by Pillow;
+  decoded images in flight share a memory budget;
+* the body is read as a stream with a byte limit and a deadline; each request has a total
+  deadline;
+* URL inputs are off unless hosts are allowed (``--allow-url-hosts``); then private, loopback,
+  link-local and metadata addresses are refused after DNS resolution and on every redirect, the
+  connection goes to the checked address, and every fetch failure reads the same;
+* an optional API key (``--api-key`` or ``SEGX_API_KEY``).
+
+Inference runs in one engine thread off the event loop; requests that arrive together are
+inferred as one batch.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import hmac
 import io
 import json
 import logging
+import os
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
 
-import cv2
 import numpy as np
-from fastapi import Request  # at module level: FastAPI resolves the string annotations here
+from fastapi import FastAPI, Request  # at module level: FastAPI resolves annotations here
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from segx.config import Config
+from segx.serving_io import ClientError, ImagePolicy, UrlFetcher, decode_image
 
 log = logging.getLogger("segx.serving")
 ROUTE = "/semantic-segmentation"
+API_KEY_ENV = "SEGX_API_KEY"
 
 
-class ClientError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
+# --------------------------------------------------------------------------- the API's models
+class InferRequest(BaseModel):
+    """The request body."""
+
+    model_config = ConfigDict(extra="ignore")
+    image: str = Field(description="base64 of the image file's bytes, or an http(s) URL "
+                                   "(when the server allows URL hosts)")
 
 
-def _envelope(code: int, message: str, result: Any = None) -> dict:
-    body = {"logId": str(uuid.uuid4()), "errorCode": code, "errorMsg": message}
-    if result is not None:
-        body["result"] = result
-    return body
+class InferResult(BaseModel):
+    labelMap: list[int] = Field(description="class ids, row-major, height x width values")
+    size: list[int] = Field(description="[height, width]")
+    image: str = Field(description="base64 PNG whose pixel values are the class ids")
 
 
+class InferResponse(BaseModel):
+    """Every answer's envelope; ``result`` only on success."""
+
+    logId: str
+    errorCode: int
+    errorMsg: str
+    result: InferResult | None = None
+
+
+def _envelope(code: int, message: str) -> dict:
+    return {"logId": str(uuid.uuid4()), "errorCode": code, "errorMsg": message}
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Limits:
+    """The ``Serving`` section, typed."""
+
+    max_body: int
+    max_in_flight: int
+    max_batch: int
+    batch_wait_s: float
+    body_timeout_s: float
+    request_timeout_s: float
+
+    @classmethod
+    def from_config(cls, serving: dict) -> "Limits":
+        return cls(int(serving["max_body_mb"] * 1024 * 1024), serving["max_in_flight"],
+                   serving["max_batch"], serving["batch_wait_ms"] / 1000,
+                   serving["body_timeout_s"], serving["request_timeout_s"])
+
+
+# --------------------------------------------------------------------------- batching
 class Batcher:
-    """Collects concurrent requests into batches for one engine thread."""
+    """Collects concurrent requests into batches for one engine thread. When a batch fails,
+    its images are retried one by one, so only the bad one fails."""
 
     def __init__(self, model, max_batch: int, wait_s: float):
+        from concurrent.futures import ThreadPoolExecutor
         self.model, self.max_batch, self.wait_s = model, max_batch, wait_s
         self.queue: asyncio.Queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segx-engine")
@@ -69,47 +123,60 @@ class Batcher:
         return await future
 
     def _predict(self, arrays: list) -> list:
-        return list(self.model.predict(arrays, len(arrays)))
+        """Results (or the exception) per image: the batch at once, else one by one."""
+        try:
+            return list(self.model.predict(arrays, len(arrays)))
+        except Exception:  # noqa: BLE001 - isolate the image that breaks the batch
+            if len(arrays) == 1:
+                raise
+        out: list = []
+        for a in arrays:
+            try:
+                out.append(next(iter(self.model.predict([a], 1))))
+            except Exception as exc:  # noqa: BLE001 - handed to its own request only
+                out.append(exc)
+        return out
+
+    async def _collect(self) -> list:
+        loop = asyncio.get_running_loop()
+        items = [await self.queue.get()]
+        deadline = loop.time() + self.wait_s
+        while len(items) < self.max_batch:
+            try:
+                items.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                items.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        return [(a, f) for a, f in items if not f.done()]  # drop requests already gone
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            items = [await self.queue.get()]
-            deadline = loop.time() + self.wait_s
-            while len(items) < self.max_batch:
-                try:
-                    items.append(self.queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    items.append(await asyncio.wait_for(self.queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
-            arrays = [a for a, _ in items]
-            try:
-                results = await loop.run_in_executor(self.executor, self._predict, arrays)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, f in items:
-                    if not f.done():
-                        f.set_exception(exc)
+            items = await self._collect()
+            if not items:
                 continue
+            try:
+                results = await loop.run_in_executor(self.executor, self._predict,
+                                                     [a for a, _ in items])
+            except Exception as exc:  # noqa: BLE001 - a single image that fails alone
+                results = [exc]
             for (_, f), res in zip(items, results):
-                if not f.done():
+                if f.done():
+                    continue
+                if isinstance(res, BaseException):
+                    f.set_exception(res)
+                else:
                     f.set_result(res)
 
 
-def _decode_image(data: bytes) -> np.ndarray:
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ClientError(400, "the data is not an image OpenCV can decode "
-                               "(send the bytes of a JPEG, PNG, BMP, TIFF or WebP file).")
-    return img
-
-
+# --------------------------------------------------------------------------- rendering
 _DIGITS = np.zeros((256, 4), np.uint8)
 _WIDTH = np.zeros(256, np.int64)
 for _v in range(256):
@@ -125,8 +192,9 @@ def _int_list(values: np.ndarray) -> bytes:
     return _DIGITS[flat][keep].tobytes()[:-1]
 
 
-def _render(res) -> bytes:
-    """The success body: the label map row-major, its size, and a palette PNG of it."""
+def render(res) -> bytes:
+    """The success body: the label map row-major, its size, and a palette PNG of it (bytes
+    built directly: ``json.dumps`` of a 512 x 512 list costs far more than inference)."""
     buf = io.BytesIO()
     res.img.save(buf, format="PNG", compress_level=1)
     h, w = res.pred.shape
@@ -140,36 +208,102 @@ def _render(res) -> bytes:
                      b'"}}'])
 
 
-def create_app(config: dict):
-    """The FastAPI app for a pipeline config (see ``segx.pipelines``)."""
-    import httpx
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, Response
+# --------------------------------------------------------------------------- request handling
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """The body, streamed: 413 past the byte limit (also without Content-Length), 408 past the
+    body deadline."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limits.max_body:
+        raise ClientError(413, f"the request is larger than {limits.max_body / 2**20:g} MB.")
+
+    async def collect() -> bytes:
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limits.max_body:
+                raise ClientError(413, f"the request is larger than "
+                                       f"{limits.max_body / 2**20:g} MB.")
+        return bytes(data)
+    try:
+        return await asyncio.wait_for(collect(), limits.body_timeout_s)
+    except asyncio.TimeoutError:
+        raise ClientError(408, f"the request body did not arrive within "
+                               f"{limits.body_timeout_s:g} s.") from None
+
+
+def parse_request(raw: bytes) -> InferRequest:
+    """The JSON body as an :class:`InferRequest` (400 bad JSON, 422 a missing/mistyped field)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # bad JSON, a 5,000-digit number, deep nesting
+        raise ClientError(400, "the request body is not valid JSON (or nests too deep, or has a "
+                               'number too long); send {"image": "<base64 or URL>"}.') from None
+    try:
+        req = InferRequest.model_validate(body)
+    except ValidationError:
+        raise ClientError(422, 'the request needs a string field "image" (base64 of the '
+                               "file bytes, or an http(s) URL).") from None
+    if not req.image.strip():
+        raise ClientError(400, 'the field "image" is empty.')
+    return req
+
+
+async def image_bytes(req: InferRequest, fetcher: UrlFetcher) -> bytes:
+    if req.image.lstrip().lower().startswith(("http://", "https://")):
+        return await fetcher.fetch(req.image.strip())
+    try:
+        return base64.b64decode(req.image, validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError(400, '"image" is neither an http(s) URL nor valid base64.') from None
+
+
+class MemoryBudget:
+    """Bytes of decoded images in flight; a request that does not fit waits briefly, then 503."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+        self.cond = asyncio.Condition()
+
+    async def acquire(self, amount: int, wait_s: float = 5.0) -> None:
+        if amount > self.total:
+            raise ClientError(413, "the image needs more memory than the server's budget for "
+                                   "all requests.")
+        async with self.cond:
+            try:
+                await asyncio.wait_for(self.cond.wait_for(lambda: self.used + amount
+                                                          <= self.total), wait_s)
+            except asyncio.TimeoutError:
+                raise ClientError(503, "the server is busy with large images; retry "
+                                       "shortly.") from None
+            self.used += amount
+
+    async def release(self, amount: int) -> None:
+        async with self.cond:
+            self.used -= amount
+            self.cond.notify_all()
+
+
+async def infer(request: Request) -> bytes:
+    """One request: body -> image bytes -> checks -> decode -> batched inference -> body."""
     from starlette.concurrency import run_in_threadpool
+    state = request.app.state
+    raw = await read_body(request, state.limits)
+    req = parse_request(raw)
+    data = await image_bytes(req, state.fetcher)
+    cost = state.policy.check(data)  # format and pixel count from the header, no decoding
+    await state.budget.acquire(cost)
+    try:
+        rgb = await run_in_threadpool(decode_image, data, state.policy)
+        res = await state.batcher.submit(rgb[..., ::-1])
+        return await run_in_threadpool(render, res)
+    finally:
+        await state.budget.release(cost)
+
+
+# --------------------------------------------------------------------------- the app
+def _install_handlers(app: FastAPI) -> None:
+    from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
-
-    from segx.pipelines import SemanticSegmentationPipeline
-    serving = config["Serving"]
-    max_body = int(serving["max_body_mb"] * 1024 * 1024)
-    state: dict[str, Any] = {"in_flight": 0}
-
-    @asynccontextmanager
-    async def lifespan(app):  # noqa: ARG001
-        pipeline = SemanticSegmentationPipeline(config)
-        batcher = Batcher(pipeline.model, serving["max_batch"], serving["batch_wait_ms"] / 1000)
-        batcher.start()
-        state["batcher"] = batcher
-        state["http"] = httpx.AsyncClient(timeout=serving["url_timeout_s"],
-                                          follow_redirects=True)
-        log.info("serving %r", pipeline.model)
-        try:
-            yield
-        finally:
-            await batcher.stop()
-            await state["http"].aclose()
-            pipeline.close()
-
-    app = FastAPI(title="segx semantic segmentation", lifespan=lifespan)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):  # noqa: ARG001
@@ -186,71 +320,91 @@ def create_app(config: dict):
         return JSONResponse(_envelope(500, f"internal server error ({type(exc).__name__})"),
                             status_code=500)
 
-    @app.get("/health")
+
+def _authorised(request: Request, key: str | None) -> bool:
+    if not key:
+        return True
+    given = request.headers.get("x-api-key") or ""
+    auth = request.headers.get("authorization") or ""
+    if auth.lower().startswith("bearer "):
+        given = given or auth[7:].strip()
+    return hmac.compare_digest(given.encode(), key.encode())
+
+
+def _install_routes(app: FastAPI) -> None:
+    from fastapi.responses import Response
+
+    @app.get("/health", response_model=InferResponse)
     async def health():
         return _envelope(0, "Healthy")
 
-    async def _fetch(url: str) -> bytes:
-        try:
-            async with state["http"].stream("GET", url) as resp:
-                if resp.status_code >= 400:
-                    raise ClientError(400, f"fetching {url} returned HTTP {resp.status_code}.")
-                data = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    data += chunk
-                    if len(data) > max_body:
-                        raise ClientError(413, f"the image at {url} is larger than "
-                                               f"{serving['max_body_mb']} MB.")
-                return bytes(data)
-        except httpx.HTTPError as exc:
-            raise ClientError(400, f"cannot fetch {url} ({type(exc).__name__}: {exc}).") \
-                from None
-
-    async def _image(request: Request) -> np.ndarray:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_body:
-            raise ClientError(413, f"the request is larger than {serving['max_body_mb']} MB.")
-        raw = await request.body()
-        if len(raw) > max_body:
-            raise ClientError(413, f"the request is larger than {serving['max_body_mb']} MB.")
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ClientError(400, "the request body is not valid JSON; send "
-                                   '{"image": "<base64 or URL>"}.') from None
-        if not isinstance(body, dict) or not isinstance(body.get("image"), str):
-            raise ClientError(422, 'the request needs a string field "image" (base64 of the '
-                                   "file bytes, or an http(s) URL).")
-        image = body["image"]
-        if image.startswith(("http://", "https://")):
-            data = await _fetch(image)
-        else:
-            try:
-                data = base64.b64decode(image, validate=True)
-            except (binascii.Error, ValueError):
-                raise ClientError(400, '"image" is neither an http(s) URL nor valid '
-                                       "base64.") from None
-        return await run_in_threadpool(_decode_image, data)
-
-    @app.post(ROUTE)
-    async def infer(request: Request):
-        if state["in_flight"] >= serving["max_in_flight"]:
-            raise ClientError(503, f"the server is busy ({state['in_flight']} requests in "
+    @app.post(ROUTE, response_model=InferResponse,
+              responses={400: {"model": InferResponse}, 401: {"model": InferResponse},
+                         408: {"model": InferResponse}, 413: {"model": InferResponse},
+                         415: {"model": InferResponse}, 422: {"model": InferResponse},
+                         503: {"model": InferResponse}},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": InferRequest.model_json_schema()}}}})
+    async def segment(request: Request):
+        state = request.app.state
+        if not _authorised(request, state.api_key):
+            raise ClientError(401, "a valid API key is required (header X-API-Key or "
+                                   "Authorization: Bearer).")
+        if state.in_flight >= state.limits.max_in_flight:
+            raise ClientError(503, f"the server is busy ({state.in_flight} requests in "
                                    "flight); retry shortly.")
-        state["in_flight"] += 1
+        state.in_flight += 1
         try:
-            bgr = await _image(request)
-            res = await state["batcher"].submit(bgr)
-            return Response(await run_in_threadpool(_render, res),
-                            media_type="application/json")
+            body = await asyncio.wait_for(infer(request), state.limits.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ClientError(503, f"the request took longer than "
+                                   f"{state.limits.request_timeout_s:g} s; retry.") from None
         finally:
-            state["in_flight"] -= 1
+            state.in_flight -= 1
+        return Response(body, media_type="application/json")
 
+
+def create_app(config: Config, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app for a pipeline config (see ``segx.pipelines``)."""
+    from contextlib import asynccontextmanager
+
+    from segx.pipelines import SemanticSegmentationPipeline
+    serving = config["Serving"]
+    limits = Limits.from_config(serving)
+    policy = ImagePolicy(serving["max_pixels"], tuple(serving["formats"]),
+                         min_side=serving["min_side"])
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        pipeline = SemanticSegmentationPipeline(config)
+        app.state.batcher = Batcher(pipeline.model, limits.max_batch, limits.batch_wait_s)
+        app.state.batcher.start()
+        app.state.fetcher = UrlFetcher(serving["allow_url_hosts"], serving["url_timeout_s"],
+                                       limits.max_body)
+        log.info("serving %r", pipeline.model)
+        try:
+            yield
+        finally:
+            await app.state.batcher.stop()
+            pipeline.close()
+
+    app = FastAPI(title="segx semantic segmentation", lifespan=lifespan)
+    app.state.limits, app.state.policy, app.state.in_flight = limits, policy, 0
+    app.state.budget = MemoryBudget(int(serving["memory_budget_mb"] * 2**20))
+    app.state.api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    _install_handlers(app)
+    _install_routes(app)
     return app
 
 
-def serve(config: dict, host: str = "127.0.0.1", port: int = 8080) -> None:
+def serve(config: Config, host: str = "127.0.0.1", port: int = 8080,
+          api_key: str | None = None) -> None:
     """Run the service until SIGINT/SIGTERM (uvicorn shuts down cleanly)."""
     import uvicorn
     logging.basicConfig(level=logging.INFO)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+    if host not in ("127.0.0.1", "localhost", "::1") and not (api_key or
+                                                              os.environ.get(API_KEY_ENV)):
+        log.warning("serving on %s without an API key: anyone who can reach this port can use "
+                    "it (see docs/security.md)", host)
+    uvicorn.run(create_app(config, api_key), host=host, port=port, log_level="info",
+                timeout_keep_alive=5, limit_concurrency=config["Serving"]["max_connections"])

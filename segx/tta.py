@@ -1,13 +1,75 @@
-"""Multi-scale, flip and sliding-window inference around any ``N x 3 x H x W -> N x C x H x W``
-scoring function (the dynamic-graph model in evaluate, the exported engine in predict)."""
+"""Test-time augmentation and the geometry around inference, for every engine.
+
+Multi-scale, flip and sliding-window inference wrap any ``N x 3 x H x W -> N x C x H x W``
+scoring function (the dynamic-graph model in evaluate, an exported engine in predict); their
+settings travel together as one :class:`TTA`. :func:`restore` undoes the pre-processing's
+resizes and paddings on the output.
+"""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
 
+from segx.errors import ConfigError
+
 Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation settings: scales, flips and a sliding window ([w, h])."""
+
+    scales: tuple[float, ...] = (1.0,)
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+    crop_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"scales={list(self.scales)} must be positive factors.",
+                              solution="use for example scales=[0.75, 1.0, 1.25].")
+        if self.stride and not self.crop_size:
+            raise ConfigError("a sliding-window stride is set but crop_size is not.",
+                              solution="set both for sliding-window inference, e.g. "
+                                       "crop_size=[512, 512] and stride=[384, 384].")
+        for key in ("crop_size", "stride"):
+            v = getattr(self, key)
+            if v is None:
+                continue
+            if len(v) != 2 or any(not isinstance(x, int) or isinstance(x, bool) or x <= 0
+                                  for x in v):
+                raise ConfigError(f"{key}={list(v)} must be two positive integers [w, h].",
+                                  solution=f"write {key}=[512, 512].")
+            object.__setattr__(self, key, tuple(v))
+        if self.crop_size and not self.stride:
+            object.__setattr__(self, "stride", self.crop_size)
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> "TTA":
+        """From a config section holding scales/flip_horizontal/flip_vertical/crop_size/stride."""
+        return cls(tuple(section.get("scales") or (1.0,)), bool(section.get("flip_horizontal")),
+                   bool(section.get("flip_vertical")), section.get("crop_size"),
+                   section.get("stride"))
+
+    @property
+    def active(self) -> bool:
+        """Whether anything beyond one plain forward pass is asked for."""
+        return self.scales != (1.0,) or self.flip_horizontal or self.flip_vertical \
+            or self.crop_size is not None
+
+    def as_dict(self) -> dict:
+        return {"scales": list(self.scales), "flip_horizontal": self.flip_horizontal,
+                "flip_vertical": self.flip_vertical,
+                "crop_size": list(self.crop_size) if self.crop_size else None,
+                "stride": list(self.stride) if self.stride else None}
+
+
+NO_TTA = TTA()
 
 
 def resize_scores(scores: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -43,25 +105,24 @@ def _windows(run: Scorer, x: np.ndarray, crop: Sequence[int], stride: Sequence[i
     return total / count
 
 
-def scores(run: Scorer, batch: np.ndarray, scales: Sequence[float] = (1.0,),
-           flip_h: bool = False, flip_v: bool = False, crop: Sequence[int] | None = None,
-           stride: Sequence[int] | None = None, probabilities: bool = False) -> np.ndarray:
+def scores(run: Scorer, batch: np.ndarray, tta: TTA = NO_TTA,
+           probabilities: bool = False) -> np.ndarray:
     """Class scores for ``batch``.
 
-    With one scale, no flip and no window: ``run(batch)`` as it is (logits). Otherwise the mean,
-    over scales and flips, of the softmax (``probabilities=True``: ``run`` already gives them).
+    Without augmentation: ``run(batch)`` as it is (logits). Otherwise the mean, over scales and
+    flips, of the softmax (``probabilities=True``: ``run`` already gives probabilities).
     """
-    if list(scales) == [1.0] and not flip_h and not flip_v and not crop:
+    if not tta.active:
         return run(batch)
     n, _, h, w = batch.shape
     total = None
-    flips = [None] + ([3] if flip_h else []) + ([2] if flip_v else [])
-    for s in scales:
+    flips = [None] + ([3] if tta.flip_horizontal else []) + ([2] if tta.flip_vertical else [])
+    for s in tta.scales:
         xs = batch if s == 1.0 else resize_scores(batch, max(int(h * s + .5), 1),
                                                   max(int(w * s + .5), 1))
         for axis in flips:
             xi = xs if axis is None else np.ascontiguousarray(np.flip(xs, axis))
-            out = _windows(run, xi, crop, stride or crop) if crop else run(xi)
+            out = _windows(run, xi, tta.crop_size, tta.stride) if tta.crop_size else run(xi)
             if axis is not None:
                 out = np.flip(out, axis)
             if not probabilities:
@@ -70,3 +131,20 @@ def scores(run: Scorer, batch: np.ndarray, scales: Sequence[float] = (1.0,),
                 out = resize_scores(out, h, w)
             total = out if total is None else total + out
     return total
+
+
+def restore(score: np.ndarray, trans_info: list, nearest: bool = False) -> np.ndarray:
+    """Undo the pre-processing's resizes and paddings on one C x h x w (or h x w) map."""
+    for item in reversed(trans_info):
+        kind = item[0][0] if isinstance(item[0], list) else item[0]
+        h, w = item[1]
+        if kind == "resize":
+            if score.ndim == 2 or nearest:
+                idx_h = (np.arange(h) * score.shape[-2] / h).astype(int)
+                idx_w = (np.arange(w) * score.shape[-1] / w).astype(int)
+                score = score[..., idx_h[:, None], idx_w]
+            else:
+                score = resize_scores(score[None], h, w)[0]
+        elif kind == "padding":
+            score = score[..., :h, :w]
+    return score

@@ -41,11 +41,12 @@ ITERS = 8
 
 
 def base_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """A short PP-LiteSeg-T training run: 8 iterations, validation every 4, batch 2."""
+    """A short PP-LiteSeg-T training run from random weights (no download): 8 iterations,
+    validation every 4, batch 2."""
     return ["-c", "PP-LiteSeg-T", "-o", "Global.mode=train", "-o", f"Global.dataset_dir={data}",
             "-o", f"Global.output={out}", "-o", f"Train.epochs_iters={ITERS}",
             "-o", "Train.eval_interval=4", "-o", "Train.log_interval=1",
-            "-o", "Train.batch_size=2", "-o", TRANSFORMS, *extra]
+            "-o", "Train.batch_size=2", "-o", "Train.pretrained=none", "-o", TRANSFORMS, *extra]
 
 
 @pytest.fixture(scope="session")

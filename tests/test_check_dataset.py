@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import SHARED, run_cli
-from segx.config import load_config
+from segx.registry import load_model_config as load_config
 from segx.engine import run
 from segx.errors import DatasetError
 

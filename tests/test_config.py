@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from segx.config import CONFIG_DIR, load_config, parse_yaml, schema
+from segx.config import parse_yaml, schema
+from segx.registry import CONFIG_DIR
+from segx.registry import load_model_config as load_config
 from segx.errors import ConfigError
 
 

@@ -1,14 +1,114 @@
-"""Dependency direction: paddle and paddleseg are imported only inside segx/backend."""
+"""Dependency direction: layers import downwards only, paddle only inside segx/backend, and no
+function grows past ~60 lines without saying why."""
 from __future__ import annotations
 
-import re
+import ast
+from pathlib import Path
+
+import pytest
 
 from conftest import ROOT
 
-IMPORT = re.compile(r"^\s*(import|from)\s+(paddle|paddleseg)\b", re.M)
+PACKAGE = ROOT / "segx"
+
+# Lower layers never import higher ones (docs/architecture.md). A module's layer is the first
+# rule that matches its dotted name.
+LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
+    (0, "foundation", ("segx.constants", "segx.errors", "segx.fileio", "segx.config",
+                       "segx.safe_pickle", "segx.class_lists")),
+    (1, "registry", ("segx.registry",)),
+    (2, "library", ("segx.",)),  # everything not named below
+    (3, "modes", ("segx.modules",)),
+    (4, "applications", ("segx.pipelines", "segx.serving", "segx.engine", "segx.cli",
+                         "segx.weights_cli", "segx.demo", "segx.docgen", "segx.__main__",
+                         "segx")),
+]
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    best = None
+    for rank, name, prefixes in LAYERS:
+        for p in prefixes:
+            if module == p or module.startswith(p if p.endswith(".") else p + "."):
+                if best is None or len(p) > len(best[2]):
+                    best = (rank, name, p)
+    return best[0], best[1]
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def segx_imports(path: Path, modules: set[str]) -> list[tuple[int, str]]:
+    """(line, module) of every segx module a file imports, at any depth (lazy ones too):
+    ``from segx import x`` imports ``segx.x`` when that is a module, else ``segx``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.split(".")[0] == "segx":
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.append((node.lineno, sub if sub in modules else node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "segx"]
+    return found
+
+
+def upward_imports(root: Path | None = None) -> list[str]:
+    root = root or PACKAGE
+    modules = {module_name(p, root.parent) for p in root.rglob("*.py")}
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        rank, name = layer_of(module_name(path, root.parent))
+        for line, target in sorted(set(segx_imports(path, modules))):
+            t_rank, t_name = layer_of(target)
+            if t_rank > rank:
+                bad.append(f"{path.relative_to(root.parent)}:{line} ({name}) imports {target} "
+                           f"({t_name})")
+    return bad
+
+
+def test_layers_import_downwards_only():
+    assert upward_imports() == []
+
+
+def test_an_upward_import_fails_the_check(tmp_path):
+    fake = tmp_path / "segx"
+    (fake / "modules").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "modules" / "__init__.py").write_text("")
+    (fake / "modules" / "train.py").write_text("")
+    (fake / "runs.py").write_text("def f():\n    from segx.modules.train import run\n")
+    assert upward_imports(fake) == [
+        "segx/runs.py:2 (library) imports segx.modules.train (modes)"]
 
 
 def test_only_the_backend_imports_paddle():
-    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "segx").rglob("*.py")
-                 if "backend" not in p.parts and IMPORT.search(p.read_text(encoding="utf-8"))]
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if "backend" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if any(n.split(".")[0] in ("paddle", "paddleseg") for n in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+@pytest.mark.parametrize("limit", [60])
+def test_functions_are_short_or_say_why(limit):
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1
+                doc = ast.get_docstring(node) or ""
+                if size > limit and "Long because" not in doc:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({size})")
+    assert long == []

@@ -44,13 +44,13 @@ def images(data, tmp_path_factory) -> Path:
 
 def reference(run_dir, rgb: np.ndarray) -> np.ndarray:
     """The training-time (dynamic graph) model's argmax for an RGB image."""
-    from segx.backend import training as T
-    from segx.modules.run_info import run_config
-    from segx.modules.train import build_network
+    from segx.backend import data as D
+    from segx.backend.engine import predict_logits
+    from segx.runs import build_network, run_config
     weights = run_dir / "best_model" / "model.pdparams"
     net = build_network(run_config(weights), weights)
-    x = T.apply_transforms(T.build_transforms([{"type": "Normalize"}], "t"), rgb, None)["img"]
-    return T.predict_logits(net, x[None])[0].argmax(0)
+    x = D.apply_transforms(D.build_transforms([{"type": "Normalize"}], "t"), rgb, None)["img"]
+    return predict_logits(net, x[None])[0].argmax(0)
 
 
 def test_folder_recursive_case_insensitive_mixed_sizes(model, images):
@@ -78,7 +78,7 @@ def test_static_engine_matches_training_model(model, run_dir, data):
 
 def test_pdparams_uses_dynamic_graph_exactly(run_dir, data):
     m = create_model(run_dir / "best_model" / "model.pdparams", device="cpu")
-    assert m.run_mode == "dynamic"
+    assert m.engine == "dynamic"
     path = data / "images" / "000.jpg"
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     assert np.array_equal(next(m.predict(path)).pred, reference(run_dir, rgb))
@@ -151,8 +151,9 @@ def test_bad_inputs_name_the_problem(model, images, bad, message):
 
 def test_unknown_model_and_empty_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGX_HOME", str(tmp_path))
-    with pytest.raises(SegxError, match=str(tmp_path / "models" / "PP-LiteSeg-T")):
-        create_model("PP-LiteSeg-T")
+    monkeypatch.setenv("SEGX_WEIGHTS_MIRROR", "http://127.0.0.1:9")  # offline
+    with pytest.raises(SegxError, match=f"cannot download .* put it at {tmp_path / 'weights'}"):
+        create_model("PP-LiteSeg-T")  # offline: the official weights cannot be fetched
     with pytest.raises(SegxError, match="neither a file"):
         create_model("no-such-model")
 
@@ -190,3 +191,32 @@ def test_predict_mode_saves_every_result(run_dir, images, tmp_path):
     assert len(list(out.glob("*.json"))) == 12 + 1  # + predict_result.json
     assert (out / "A.png").is_file() and (out / "A_1.png").is_file()
     assert r.stdout.count("%") >= 12
+
+
+def test_results_read_like_paddlex_dicts(model, data):
+    res = next(model.predict(data / "images" / "000.jpg"))
+    assert res["pred"] is res.pred and res["input_path"] == res.input_path
+    assert "pred" in res and "nope" not in res
+    as_dict = dict(res)
+    assert set(as_dict) == {"input_path", "pred", "class_names", "speed"}
+    assert np.array_equal(as_dict["pred"], res.pred)
+    with pytest.raises(KeyError, match="a SegResult has"):
+        res["img_path"]
+    speed = res.speed
+    assert set(speed) == {"preprocess_ms", "inference_ms", "postprocess_ms"}
+    assert all(v >= 0 for v in speed.values()) and speed["inference_ms"] > 0
+    assert res.json["speed"]["inference_ms"] > 0
+
+
+def test_create_model_has_an_explicit_signature_and_is_a_context_manager(run_dir, data):
+    import inspect
+    params = inspect.signature(create_model).parameters
+    assert not any(p.kind == p.VAR_KEYWORD for p in params.values())
+    assert {"device", "engine", "batch_size", "cpu_threads", "scales", "crop_size"} <= set(params)
+    assert all(params[k].kind == params[k].KEYWORD_ONLY for k in params if k != "model")
+    for name in params:
+        if name != "model":
+            assert f"{name}:" in create_model.__doc__, name
+    with create_model(run_dir, device="cpu") as m:
+        assert next(m.predict(data / "images" / "000.jpg")).pred.shape == (64, 64)
+    assert m._pool._shutdown

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segx.config import load_config
+from segx.registry import load_model_config as load_config
 from segx.errors import ConfigError, UnknownModelError, WeightsError
 from segx.registry import list_models, model_config_path
 
@@ -73,16 +73,16 @@ def test_bad_arch_argument_suggests():
 
 
 def test_pretrained_never_downloads_silently(tmp_path, monkeypatch):
-    from segx import backend
+    from segx import weights
     monkeypatch.setenv("SEGX_HOME", str(tmp_path))
-    with pytest.raises(WeightsError, match=r"cannot download .* put it at .*weights/x\.pdparams"):
-        backend.resolve_weights("http://127.0.0.1:9/x.pdparams")
-    with pytest.raises(WeightsError, match="does not exist"):
-        backend.resolve_weights(str(tmp_path / "missing.pdparams"))
+    url = "http://127.0.0.1:9/x.pdparams"
+    target = weights.entry_dir(url) / "x.pdparams"
+    with pytest.raises(WeightsError, match=rf"cannot download .* put it at {target}"):
+        weights.fetch(url)
     # a file placed in the cache is used without any network
-    assert list((tmp_path / "weights").iterdir()) == []  # no partial file left behind
-    (tmp_path / "weights" / "x.pdparams").write_bytes(b"")
-    assert backend.resolve_weights("http://127.0.0.1:9/x.pdparams").name == "x.pdparams"
+    assert not target.exists() and not list(target.parent.glob("*.part"))  # nothing half-done
+    target.write_bytes(b"weights")
+    assert weights.fetch(url) == target
 
 
 def test_full_checkpoint_loads_into_seaformer(tmp_path):
@@ -92,7 +92,7 @@ def test_full_checkpoint_loads_into_seaformer(tmp_path):
     src = backend.build_model(cfg["Arch"], 3)
     paddle.save(src.state_dict(), str(tmp_path / "m.pdparams"))
     dst = backend.build_model(cfg["Arch"], 3)
-    loaded, skipped = backend.load_pretrained(dst, str(tmp_path / "m.pdparams"))
+    loaded, skipped = backend.load_matching(dst, backend.load_weights(tmp_path / "m.pdparams"))
     assert skipped == [] and loaded == len(src.state_dict())
     for k, v in src.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), dst.state_dict()[k].numpy())

@@ -110,8 +110,10 @@ def test_server_answers_a_concurrent_burst_like_create_model(server, run_dir, da
     (b"{not json", 400, "not valid JSON"),
     (b'{"img": "x"}', 422, 'string field "image"'),
     (b'{"image": "%%%not-base64"}', 400, "valid base64"),
-    (b'{"image": "' + base64.b64encode(b"hello world") + b'"}', 400, "not an image"),
-    (b'{"image": "http://127.0.0.1:9/x.jpg"}', 400, "cannot fetch"),
+    (b'{"image": "' + base64.b64encode(b"hello world") + b'"}', 415, "must be PNG, JPEG, BMP"),
+    (b'{"image": "' + base64.b64encode(b"\x89PNG\r\n\x1a\n garbage") + b'"}', 400,
+     "not a readable PNG"),
+    (b'{"image": "http://127.0.0.1:9/x.jpg"}', 400, "image URLs are turned off"),
     (b'{"image": "' + b"A" * (2 * 1024 * 1024) + b'"}', 413, "larger than 1 MB"),
 ])
 def test_client_mistakes_get_4xx_and_server_survives(server, data, payload, status, message):

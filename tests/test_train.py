@@ -19,6 +19,7 @@ from PIL import Image
 from conftest import ROOT, base_args, run_cli
 from segx.demo import make_demo_dataset
 from segx.metrics import Confusion
+from segx.registry import load_model_config as load_config
 
 def load_params(path: Path) -> dict:
     import paddle
@@ -53,7 +54,7 @@ def test_train_output_layout_and_result(run_dir):
     log = (run_dir / "train.log").read_text()
     assert "[TRAIN] iter 8/8 loss" in log and "img/s" in log and "ETA" in log
     assert log.count("[EVAL] iter") == 2
-    from segx.config import load_config
+    from segx.registry import load_model_config as load_config
     cfg = load_config(str(run_dir / "config.yaml"))
     assert cfg.get("Train.num_classes") == 3 and cfg.get("Global.model") == "PP-LiteSeg-T"
     assert Image.open(run_dir / "training_curves.png").format == "PNG"
@@ -115,9 +116,10 @@ def independent_metrics(preds: list[np.ndarray], labels: list[np.ndarray], n: in
 
 
 def test_evaluate_matches_independent_computation(run_dir, data, tmp_path):
-    from segx.backend import training as T
-    from segx.modules.run_info import run_config
-    from segx.modules.train import build_network
+    from segx.backend import data as D
+    from segx.backend.engine import predict_logits
+    from segx.images import read_image
+    from segx.runs import build_network, run_config
     out = tmp_path / "eval"
     shutil.copytree(run_dir, out)
     results = {}
@@ -131,13 +133,13 @@ def test_evaluate_matches_independent_computation(run_dir, data, tmp_path):
     res = results[1]
     weights = out / "best_model" / "model.pdparams"
     model = build_network(run_config(weights), weights)
-    tf = T.build_transforms([{"type": "Normalize"}], "t")
+    tf = D.build_transforms([{"type": "Normalize"}], "t")
     preds, labels = [], []
     for line in (data / "val.txt").read_text().split("\n"):
         if line.strip():
             img, lbl = line.split()
-            x = T.apply_transforms(tf, T.read_image(data / img), None)["img"][None]
-            preds.append(T.predict_logits(model, x)[0].argmax(0))
+            x = D.apply_transforms(tf, read_image(data / img), None)["img"][None]
+            preds.append(predict_logits(model, x)[0].argmax(0))
             labels.append(np.asarray(Image.open(data / lbl)))
     want = independent_metrics(preds, labels, 3)
     for k, v in want.items():
@@ -170,21 +172,23 @@ def test_export_reads_class_count_and_agrees(run_dir, tmp_path):
     assert info["Deploy"]["input_shape"] == [1, 3, 64, 64]
     assert info["Global"] == {"model_name": "PP-LiteSeg-T", "num_classes": 3,
                               "class_names": ["background", "disc", "box"]}
-    from segx.backend import training as T
-    engine = T.Engine(out / "inference" / "inference.pdmodel",
-                      out / "inference" / "inference.pdiparams")
+    from segx.backend.engine import Engine
+    engine = Engine(out / "inference" / "inference.pdmodel",
+                    out / "inference" / "inference.pdiparams")
     probs = engine(np.zeros((1, 3, 64, 64), np.float32))
     assert probs.shape == (1, 3, 64, 64) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
 
 @pytest.mark.parametrize("by_scale, exact", [(False, True), (True, False)])
 def test_onednn_resizing_is_enabled_only_where_exact(tmp_path, by_scale, exact):
-    from segx.backend import training as T
     from tiny_nets import ResizeNet
-    from segx.modules.export import _resize_exact
-    T.seed_everything(0)
+
+    from segx.backend.engine import export_static
+    from segx.backend.optim import seed_everything
+    from segx.exporting import _resize_exact
+    seed_everything(0)
     net = ResizeNet(by_scale)
-    T.export_static(net, tmp_path / "inference", None, "none")
+    export_static(net, tmp_path / "inference", None, "none")
     files = (tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
     rng = np.random.default_rng(0)
     even = rng.normal(0, 1, (1, 3, 64, 64)).astype(np.float32)
@@ -199,14 +203,15 @@ def test_engine_avoids_paddles_wrong_attention_fusion(tmp_path, mkldnn):
     # fusion, this net's outputs are off by about their own size
     from tiny_nets import AttentionNet
 
-    from segx.backend import training as T
-    T.seed_everything(0)
+    from segx.backend.engine import Engine, export_static, predict_logits
+    from segx.backend.optim import seed_everything
+    seed_everything(0)
     net = AttentionNet()
     x = np.random.default_rng(0).normal(0, 1, (1, 3, 32, 40)).astype(np.float32)
-    ref = T.predict_logits(net, x)
-    T.export_static(net, tmp_path / "inference", None, "none")
-    out = T.Engine(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams",
-                   mkldnn=mkldnn)(x)
+    ref = predict_logits(net, x)
+    export_static(net, tmp_path / "inference", None, "none")
+    out = Engine(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams",
+                 mkldnn=mkldnn)(x)
     assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
@@ -275,7 +280,7 @@ def test_mixed_loss_and_pretrained_checkpoints(run_dir, data, tmp_path, kind):
     out = tmp_path / "o"
     r = run_cli(*base_args(data, out, "-o", mixed, "-o", "Train.epochs_iters=2",
                            "-o", "Train.eval_interval=2", "-o",
-                           f"Train.pretrain_weight_path={weights}"))
+                           f"Train.pretrained={weights}"))
     assert r.returncode == 0, r.stderr
     log = (out / "train.log").read_text()
     assert f"pretrained {kind} weights" in log and "loaded" in log
@@ -284,14 +289,16 @@ def test_mixed_loss_and_pretrained_checkpoints(run_dir, data, tmp_path, kind):
 
 
 def test_two_cpu_ranks_keep_identical_parameters_and_statistics(data, tmp_path):
+    from segx.training.launch import launch
     out = tmp_path / "dp"
-    r = run_cli(*base_args(data, out, "-o", "Global.device=cpu", "-o", "Train.nprocs=2",
-                           "-o", "Train.epochs_iters=3", "-o", "Train.eval_interval=3"))
-    assert r.returncode == 0, r.stderr[-2000:]
+    args = base_args(data, out, "-o", "Global.device=cpu", "-o", "Train.nprocs=2",
+                     "-o", "Train.epochs_iters=3", "-o", "Train.eval_interval=3")
+    cfg = load_config("PP-LiteSeg-T", [a for a in args[2:] if a != "-o"])
+    launch(cfg, 2, entry=ROOT / "tests" / "dp_rank.py")  # segx's ranks, saving final states
     assert "cpu x2" in (out / "train.log").read_text()
-    assert same_params(out / "iter_3" / "model.pdparams",
-                       out / "distributed_train_logs" / "rank1.pdparams")
+    assert same_params(out / "iter_3" / "model.pdparams", out / "test_rank1_final.pdparams")
     assert (out / "distributed_train_logs" / "workerlog.1").is_file()
+    assert not list((out / "distributed_train_logs").glob("*.pdparams"))
 
 
 def test_confusion_metrics_by_hand():
@@ -314,17 +321,12 @@ def test_loader_workers_do_not_change_the_result(run_dir, data, tmp_path):
 
 
 def test_flat_validation_with_collapsing_loss_warns(tmp_path):
-    from segx.config import load_config
-    from segx.modules.train.loop import Trainer
-    lines = []
-    trainer = Trainer(load_config("PP-LiteSeg-T", [f"Global.output={tmp_path}"]), "cpu")
-    state = {"curves": {"mIoU": [0.4, 0.4, 0.4], "loss": [2.0, 1.5, 0.6]}}
-    trainer._warn_flat(state, lambda line, console=True: lines.append(line), None)
-    assert lines and "WARNING" in lines[0] and "label encoding" in lines[0]
-    lines.clear()
-    state["curves"]["mIoU"] = [0.4, 0.45, 0.5]
-    trainer._warn_flat(state, lambda line, console=True: lines.append(line), None)
-    assert not lines
+    from segx.training.hooks import flat_validation_warning
+    curves = {"mIoU": [0.4, 0.4, 0.4], "loss": [2.0, 1.5, 0.6]}
+    warning = flat_validation_warning(curves)
+    assert warning and "WARNING" in warning and "label encoding" in warning
+    curves["mIoU"] = [0.4, 0.45, 0.5]
+    assert flat_validation_warning(curves) is None
 
 
 def test_ctrl_c_in_a_two_process_run_checkpoints_every_rank_at_one_iteration(data, tmp_path):
@@ -374,5 +376,5 @@ def test_a_model_that_cannot_be_exported_says_so(data, tmp_path):
 
 
 def test_gscnn_is_marked_not_exportable():
-    from segx.config import load_config
+    from segx.registry import load_model_config as load_config
     assert "Canny" in load_config("GSCNN-R50").get("Meta.no_static_export")

@@ -1,7 +1,11 @@
 """The one place segx imports paddle and paddleseg.
 
-Everything that touches the deep-learning stack goes through here (and the SeaFormer module
-beside it), so moving to another paddle/paddleseg version is a change to this package only.
+Everything that touches the deep-learning stack goes through this package, so moving to another
+paddle/paddleseg version is a change here only: this module (devices, building networks, weights
+in and out of layers), ``data`` (reading, transforms, the sample stream), ``optim`` (losses,
+optimiser, one step, data parallel), ``engine`` (dynamic-graph inference, static export, Paddle
+Inference) and ``seaformer`` (a network PaddleSeg 2.8 lacks).
+
 ``import zlib`` must run before the first ``import paddle``: libpaddle exports its own zlib
 symbols, and importing it first breaks every later zlib user (PNG I/O, sklearn) on this Python.
 """
@@ -11,14 +15,12 @@ import zlib  # noqa: F401  (must precede paddle; see the module docstring)
 
 import inspect
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
 
-from segx.errors import BackendError, ConfigError, WeightsError, did_you_mean
+from segx import safe_pickle
+from segx.errors import BackendError, ConfigError, did_you_mean
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # paddle's C++ info lines ("New Executor ...")
 warnings.filterwarnings("ignore", message="When training, we now always track global mean")
@@ -58,46 +60,19 @@ def resolve_device(device: str) -> str:
 
 
 # --------------------------------------------------------------------------- weights
-def weights_cache_dir() -> Path:
-    """Where downloaded or hand-placed weights live (``$SEGX_HOME/weights``, default ~/.segx)."""
-    return Path(os.environ.get("SEGX_HOME", Path.home() / ".segx")) / "weights"
+def load_weights(path: str | Path) -> dict:
+    """A ``.pdparams``/``.pdopt``/``.pdstates`` file, read without running code in it
+    (:mod:`segx.safe_pickle`); arrays stay numpy arrays, which paddle layers accept."""
+    return safe_pickle.load(path)
 
 
-def resolve_weights(path_or_url: str) -> Path:
-    """A local weights file for a path or URL, fetching a URL into the cache when reachable.
-
-    Raises:
-        WeightsError: the file is missing, or the URL is not cached and cannot be fetched; the
-            message says exactly where to put the file.
-    """
-    if not path_or_url.startswith(("http://", "https://")):
-        path = Path(path_or_url).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"weights file '{path_or_url}' does not exist.",
-                               solution="give the path of a local .pdparams file, or null.")
-        return path
-    target = weights_cache_dir() / Path(urllib.parse.urlparse(path_or_url).path).name
-    if target.is_file():
-        return target
-    tmp = target.with_name(target.name + f".part{os.getpid()}")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(path_or_url, timeout=15) as resp, open(tmp, "wb") as out:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, target)
-        return target
-    except (urllib.error.URLError, OSError) as exc:
-        tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
-        raise WeightsError(f"cannot download {path_or_url} ({reason}).",
-                           solution=f"download it elsewhere and put it at {target}, or set the "
-                                    "key to a local .pdparams path or null.") from None
+def save(obj, path: Path) -> None:
+    paddle.save(obj, str(path))
 
 
-def load_pretrained(layer: paddle.nn.Layer, path_or_url: str) -> tuple[int, list[str]]:
-    """Load matching tensors into ``layer``; returns (loaded count, skipped keys)."""
-    return load_matching(layer, paddle.load(str(resolve_weights(path_or_url))))
+def model_state(model) -> dict:
+    """The state dict of ``model`` (of the wrapped layer under data parallel)."""
+    return (model._layers if isinstance(model, paddle.DataParallel) else model).state_dict()
 
 
 def load_matching(layer: paddle.nn.Layer, state: dict) -> tuple[int, list[str]]:
@@ -111,6 +86,16 @@ def load_matching(layer: paddle.nn.Layer, state: dict) -> tuple[int, list[str]]:
             skipped.append(key)
     layer.set_state_dict(loaded)
     return len(loaded), skipped
+
+
+def set_state(layer, state: dict) -> list[str]:
+    """Load a full-model state strictly; returns the names of mismatching tensors (none = ok)."""
+    own = layer.state_dict()
+    bad = [k for k in own if k not in state or list(state[k].shape) != list(own[k].shape)]
+    bad += [k for k in state if k not in own]
+    if not bad:
+        layer.set_state_dict(state)
+    return bad
 
 
 # --------------------------------------------------------------------------- building
@@ -142,7 +127,9 @@ def _build(spec: dict, kind: Any, where: str, extra: dict | None = None):
             value = [_build(v, _KINDS.get(key, kind), f"{where}.{key}.{i}")
                      for i, v in enumerate(value)]
         elif key == "pretrained" and value:
-            value = str(resolve_weights(value))
+            raise ConfigError(f"{where}.pretrained: segx loads pretrained weights itself.",
+                              solution=f"set -o Train.pretrained={value} and {where}."
+                                       "pretrained to null.")
         kwargs[key] = value
     params = inspect.signature(cls).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
@@ -173,6 +160,10 @@ def build_model(arch: dict, num_classes: int) -> paddle.nn.Layer:
     """
     with paddle.utils.unique_name.guard():
         return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes})
+
+
+def set_device(device: str) -> None:
+    paddle.set_device(device)
 
 
 def count_params(model: paddle.nn.Layer) -> int:

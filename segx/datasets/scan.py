@@ -1,0 +1,115 @@
+"""Decode every image and label once, on all cores, and keep only what the checks need."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from segx.datasets.layout import Sample
+from segx.progress import Progress
+
+_ORIENTATION = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+MAX_COLOURS = 1024  # a colour label with more distinct colours is not a colour table
+
+
+@dataclass
+class Scan:
+    """What one sample's decode tells the checker (picklable, small)."""
+
+    image_error: str | None = None
+    label_error: str | None = None
+    image_size: tuple[int, int] | None = None  # (w, h) after EXIF orientation
+    image_mode: str | None = None
+    label_size: tuple[int, int] | None = None
+    label_mode: str | None = None
+    label_format: str | None = None
+    counts: dict[int, int] = field(default_factory=dict)  # id -> pixels (single-channel labels)
+    colours: dict[tuple, int] | None = None  # colour -> pixels (multi-channel labels)
+    grey_colours: bool = False  # a multi-channel label whose channels are all equal
+
+
+def _oriented_size(im: Image.Image, orientation: int) -> tuple[int, int]:
+    return (im.height, im.width) if orientation in _SWAPS_AXES else (im.width, im.height)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image PIL can read"
+    return f"unreadable ({exc})"
+
+
+def scan_sample(image: Path, label: Path) -> Scan:
+    """Decode one pair fully (so truncation is caught) and summarise it."""
+    s = Scan()
+    try:
+        with Image.open(image) as im:
+            s.image_size = _oriented_size(im, im.getexif().get(_ORIENTATION, 1))
+            s.image_mode = im.mode
+            im.load()
+    except Exception as exc:  # noqa: BLE001 - every decode failure is a reported problem
+        s.image_error = _describe(exc)
+    try:
+        with Image.open(label) as lb:
+            orientation = lb.getexif().get(_ORIENTATION, 1)
+            s.label_size, s.label_mode = _oriented_size(lb, orientation), lb.mode
+            s.label_format = lb.format
+            lb.load()
+            # Counting needs no orientation; PIL's C histogram/getcolors avoid numpy copies.
+            if lb.mode in ("L", "P"):
+                s.counts = {i: c for i, c in enumerate(lb.histogram()) if c}
+                return s
+            if lb.mode in ("RGB", "RGBA", "LA"):
+                colours = lb.getcolors(MAX_COLOURS)
+                if colours is not None:
+                    s.colours = {tuple(c): n for n, c in colours}
+                    s.grey_colours = all(len(set(c)) == 1 for c in s.colours)
+                    return s
+            arr = np.asarray(lb)
+    except Exception as exc:  # noqa: BLE001
+        s.label_error = _describe(exc)
+        return s
+    if arr.ndim == 2:
+        flat = arr.ravel()
+        if arr.dtype == np.bool_:
+            flat = flat.astype(np.uint8)
+        ids, cnt = np.unique(flat, return_counts=True)
+        s.counts = {int(i): int(c) for i, c in zip(ids, cnt)}
+    else:  # a colour label with more than MAX_COLOURS colours: not a colour table
+        channels = arr.reshape(-1, arr.shape[-1])
+        s.grey_colours = bool((channels == channels[:, :1]).all())
+        s.colours = {}
+    return s
+
+
+def _scan_pair(pair: tuple[Path, Path]) -> Scan:
+    return scan_sample(*pair)
+
+
+def scan_all(samples: list[Sample], workers: int | None = None) -> list[Scan]:
+    """Scan samples in parallel with a progress display; order is preserved."""
+    workers = workers or os.cpu_count() or 1
+    pairs = [(s.image, s.label) for s in samples]
+    if not pairs:
+        return []
+    chunk = max(1, min(16, len(pairs) // (workers * 8)))  # small: no idle tail
+    progress = Progress("checked samples", len(pairs), quarters=True)
+    if workers == 1 or len(pairs) < 8:
+        results = []
+        for p in pairs:
+            results.append(_scan_pair(p))
+            progress.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            results = []
+            for r in pool.map(_scan_pair, pairs, chunksize=chunk):
+                results.append(r)
+                progress.update()
+    progress.close()
+    return results

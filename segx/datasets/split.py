@@ -1,0 +1,104 @@
+"""Re-split samples into train/val(/test) lists: seeded, nothing dropped, old lists backed up."""
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+from segx.errors import DatasetError
+from segx.fileio import write_text
+from segx.constants import IMAGE_SUFFIXES
+from segx.datasets.layout import SPLITS, Layout, read_list
+
+
+def _percents(train: int | None, val: int | None, test: int | None) -> list[int]:
+    values = {"train_percent": train, "val_percent": val, "test_percent": test or 0}
+    for key, v in values.items():
+        if v is None:
+            raise DatasetError(f"CheckDataset.split.{key} is not set.",
+                               solution="set train_percent and val_percent, e.g. 80 and 20.")
+        if not 0 <= v <= 100:
+            raise DatasetError(f"CheckDataset.split.{key}={v} is outside 0..100.",
+                               solution="use whole percents that add up to 100.")
+    if train <= 0 or val <= 0:
+        raise DatasetError(f"train_percent={train} and val_percent={val} must both be above 0.",
+                           solution="give each of train and val a share, e.g. 80 and 20.")
+    if sum(values.values()) != 100:
+        raise DatasetError(f"split percents add up to {sum(values.values())}, not 100 "
+                           f"(train {train}, val {val}, test {test or 0}).",
+                           solution="make train_percent + val_percent + test_percent = 100.")
+    return list(values.values())
+
+
+def _counts(n: int, percents: list[int]) -> list[int]:
+    """Largest-remainder rounding: the counts always add up to n."""
+    exact = [n * p / 100 for p in percents]
+    counts = [int(x) for x in exact]
+    order = sorted(range(len(exact)), key=lambda i: exact[i] - counts[i], reverse=True)
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _discover(root: Path) -> list[str]:
+    """Pair ``images/<stem>.*`` with ``annotations/<stem>.*`` when no list exists."""
+    images, labels = root / "images", root / "annotations"
+    if not images.is_dir() or not labels.is_dir():
+        raise DatasetError(f"no train.txt/val.txt in {root} and no images/ + annotations/ "
+                           "folders to pair.",
+                           solution="add list files, or put images in images/ and labels in "
+                                    "annotations/ with matching file stems.")
+    by_stem = {p.stem: p for p in sorted(labels.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    lines = []
+    for img in sorted(images.iterdir()):
+        if img.suffix.lower() in IMAGE_SUFFIXES and img.stem in by_stem:
+            lines.append(f"{img.relative_to(root).as_posix()}\t"
+                         f"{by_stem[img.stem].relative_to(root).as_posix()}")
+    if not lines:
+        raise DatasetError(f"no image in {images} has a label with the same stem in {labels}.",
+                           solution="name each label like its image (a.jpg <-> a.png).")
+    return lines
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def _backup(path: Path) -> Path:
+    """Move ``path`` aside to ``.bak``, then ``.bak1``, ``.bak2``...; never overwrite a backup."""
+    k, target = 0, path.with_name(path.name + ".bak")
+    while target.exists():
+        k += 1
+        target = path.with_name(f"{path.name}.bak{k}")
+    shutil.copy2(path, target)
+    return target
+
+
+def split_dataset(root: Path, train: int | None, val: int | None, test: int | None,
+                  seed: int) -> dict:
+    """Re-split every listed (or discovered) sample; returns what was written."""
+    percents = _percents(train, val, test)
+    scratch = Layout(root)
+    lines: list[str] = []
+    for split in SPLITS:
+        path = root / f"{split}.txt"
+        if path.is_file():
+            lines += [f"{_rel(s.image, root)}\t{_rel(s.label, root)}"
+                      for s in read_list(root, split, path, scratch)]
+    if scratch.problems:
+        raise DatasetError(f"cannot re-split: {scratch.problems[0]}",
+                           solution="fix the list files first.")
+    lines = sorted(set(lines)) or _discover(root)
+    random.Random(seed).shuffle(lines)
+    counts = _counts(len(lines), percents)
+    written, backups, start = {}, {}, 0
+    for split, n in zip(SPLITS, counts):
+        path = root / f"{split}.txt"
+        if split == "test" and n == 0:
+            continue
+        if path.exists():
+            backups[split] = str(_backup(path))
+        write_text(path, "\n".join(lines[start:start + n]) + "\n")
+        written[split] = n
+        start += n
+    return {"samples": len(lines), "seed": seed, "counts": written, "backups": backups}

@@ -1,0 +1,101 @@
+"""What ``predict`` accepts: files, folders (recursive), http(s) URLs, numpy arrays, and lists of
+them, expanded in order and decoded to RGB."""
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from segx.constants import IMAGE_SUFFIXES
+from segx.errors import SegxError
+
+
+class InputError(SegxError):
+    """An input that cannot be read as an image."""
+
+
+def expand(inputs: Any) -> list[tuple[str | None, Any]]:
+    """Inputs as (display path, source) pairs in order; folders walked recursively."""
+    if not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    out: list[tuple[str | None, Any]] = []
+    for item in inputs:
+        if isinstance(item, np.ndarray):
+            out.append((None, item))
+            continue
+        if not isinstance(item, (str, Path)):
+            raise InputError(f"cannot predict on a {type(item).__name__}.",
+                             solution="pass a file path, folder, URL, numpy array or a list "
+                                      "of them.")
+        text = str(item)
+        if text.startswith(("http://", "https://")):
+            out.append((text, text))
+            continue
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise InputError(f"folder '{path}' holds no images "
+                                 f"({', '.join(IMAGE_SUFFIXES)}).",
+                                 solution="check the folder.")
+            out.extend((str(p), p) for p in files)
+        elif path.is_file():
+            out.append((str(path), path))
+        else:
+            raise InputError(f"input '{text}' does not exist.",
+                             solution="give an existing image file, folder or an http(s) URL.")
+    return out
+
+
+def input_names(inputs: Any) -> list[str | None]:
+    """The display names of what ``predict(inputs)`` will read, in order (no decoding)."""
+    return [name for name, _ in expand(inputs)]
+
+
+def fetch(url: str) -> np.ndarray:
+    """An image URL decoded to BGR (the Python API and predict mode; the server has its own,
+    guarded fetcher)."""
+    try:
+        with urllib.request.urlopen(url, timeout=15) as resp:
+            data = resp.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise InputError(f"cannot fetch {url} ({getattr(exc, 'reason', exc)}).",
+                         solution="download the image and pass its file path.") from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"{url} is not an image.", solution="check the URL.")
+    return img
+
+
+def read_input(source: Any) -> np.ndarray:
+    """One input (a path, a URL or an array) as H x W x 3 RGB uint8."""
+    if isinstance(source, np.ndarray):
+        return array_to_rgb(source)
+    if isinstance(source, str):
+        bgr = fetch(source)
+    else:
+        bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise InputError(f"cannot read image '{source}' (not an image, or truncated).",
+                             solution="check or remove the file.")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """A grey, BGR or BGRA array (OpenCV's order) as RGB uint8."""
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.number):
+            raise InputError(f"array of dtype {arr.dtype} is not an image.",
+                             solution="pass uint8 (or numeric) pixels.")
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        return np.ascontiguousarray(arr[..., 2::-1])  # BGR(A) -> RGB
+    raise InputError(f"array of shape {arr.shape} is not an image.",
+                     solution="pass H x W, H x W x 3 (BGR) or H x W x 4 (BGRA).")

@@ -1,0 +1,222 @@
+"""``create_model(...)``: load a segx model once and predict on anything image-like.
+
+A model is an exported folder (``inference.yml``), a training output folder (its
+``best_model/inference``), a ``.pdparams`` file inside a training run (dynamic graph), or a model
+name from the zoo (its official trained weights, fetched and exported once into
+``$SEGX_HOME/models/<name>``). The engine is built once per model object; decoding and
+pre-processing of the next batch overlap inference of the current one.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from segx.errors import ConfigError, WeightsError
+from segx.evaluation import class_map
+from segx.inputs import expand, read_input
+from segx.result import SegResult
+from segx.tta import NO_TTA, TTA, scores
+
+
+def locate(model: str | Path) -> tuple[Path | None, Path | None]:
+    """(exported folder, pdparams file) for ``model``; exactly one is set."""
+    from segx.interop import refuse_pir
+    path = Path(str(model)).expanduser()
+    if path.is_file() and path.suffix == ".pdparams":
+        return None, path
+    for cand in (path, path / "best_model" / "inference", path / "inference"):
+        if (cand / "inference.yml").is_file():
+            refuse_pir(cand)
+            return cand, None
+    if (path / "best_model" / "model.pdparams").is_file():
+        raise WeightsError(f"the training run '{path}' has no exported model "
+                           "(best_model/inference).",
+                           solution=f"pass {path / 'best_model' / 'model.pdparams'} to predict "
+                                    "with the dynamic graph, or export it (Global.mode=export).")
+    if path.exists():
+        raise WeightsError(f"'{path}' holds no exported model (inference.yml).",
+                           solution="pass an exported folder, a training output folder (with "
+                                    "best_model/inference) or a model.pdparams in a run folder.")
+    from segx.official import model_folder, run_weights
+    folder = model_folder(str(model))
+    return (folder, None) if (folder / "inference.yml").is_file() else (None, run_weights(folder))
+
+
+class _Deployed:
+    """An exported folder on an inference engine."""
+
+    def __init__(self, folder: Path, engine: str, device: str, threads: int | None,
+                 onednn: bool | None, tta: TTA):
+        from segx.engines import open_engine, read_deploy_info
+        from segx.preprocess import preprocessor
+        info = read_deploy_info(folder)
+        deploy, glob = info["Deploy"], info.get("Global", {})
+        self.model_name = glob.get("model_name", folder.name)
+        self.class_names = list(glob.get("class_names") or [])
+        self.output_op = deploy.get("output_op", "argmax")
+        if tta.active and self.output_op == "argmax":
+            raise ConfigError(
+                "multi-scale, flip and sliding-window prediction need class scores, but "
+                f"{folder} was exported with output_op=argmax.",
+                solution="export with -o Export.output_op=softmax, or pass the run's "
+                         "model.pdparams to use the dynamic graph.")
+        self.prepare = preprocessor(deploy.get("transforms"), "Deploy.transforms")
+        self.engine, self.engine_name = open_engine(folder, info, engine, device, threads, onednn)
+        self.tta = tta
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return scores(self.engine, batch, self.tta, probabilities=self.output_op == "softmax")
+
+
+class _Dynamic:
+    """A training run's ``.pdparams`` on the dynamic graph (any model, also not exportable)."""
+
+    engine_name = "dynamic"
+
+    def __init__(self, weights: Path, device: str, tta: TTA):
+        from segx import backend
+        from segx.preprocess import preprocessor
+        from segx.runs import build_network, class_names, run_config
+        backend.set_device(device)
+        run_cfg = run_config(weights)
+        self.network = build_network(run_cfg, weights)
+        self.model_name = run_cfg.get("Global.model")
+        self.class_names = class_names(run_cfg)
+        self.prepare = preprocessor(run_cfg.get("Train.val_transforms"), "Train.val_transforms")
+        self.tta = tta
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        from segx.backend.engine import predict_labels, predict_logits
+        if not self.tta.active:  # a class map, as from an engine exported with argmax
+            return predict_labels(self.network, batch)
+        return predict_logits(self.network, batch, self.tta)
+
+
+def _resolve_device(device: str | None) -> str:
+    from segx.backend import resolve_device
+    return resolve_device(device or "auto")
+
+
+class SegModel:
+    """A loaded model: ``predict`` (or calling it) yields :class:`SegResult` objects.
+
+    Use it as a context manager (``with create_model(...) as model:``) or call :meth:`close`
+    to release the engine's threads. See :func:`create_model` for the arguments.
+    """
+
+    def __init__(self, model: str | Path, *, device: str | None = None, engine: str = "auto",
+                 batch_size: int = 1, cpu_threads: int | None = None,
+                 onednn: bool | None = None, tta: TTA = NO_TTA):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be at least 1.",
+                              solution="use batch_size=1 or more.")
+        self.device = _resolve_device(device)
+        self.batch_size, self.tta = batch_size, tta
+        folder, weights = locate(model)
+        self._runner = (_Deployed(folder, engine, self.device, cpu_threads, onednn, tta)
+                        if folder is not None else _Dynamic(weights, self.device, tta))
+        self.model_name = self._runner.model_name
+        self.class_names = self._runner.class_names
+        self.engine = self._runner.engine_name
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="segx-read")
+
+    def _prepare(self, name: str | None, source: Any) -> tuple:
+        t0 = time.perf_counter()
+        rgb = read_input(source)
+        img, info = self._runner.prepare(rgb)
+        return name, rgb, img, info, (time.perf_counter() - t0) * 1000
+
+    def _results(self, items: list[tuple], start: int) -> list[SegResult]:
+        preds: list[np.ndarray | None] = [None] * len(items)
+        infer_ms = [0.0] * len(items)
+        post_ms = [0.0] * len(items)
+        by_shape: dict[tuple, list[int]] = {}
+        for k, item in enumerate(items):
+            by_shape.setdefault(item[2].shape, []).append(k)
+        for ks in by_shape.values():
+            t0 = time.perf_counter()
+            out = self._runner.infer(np.stack([items[k][2] for k in ks]))
+            per_image = (time.perf_counter() - t0) * 1000 / len(ks)
+            for k, o in zip(ks, out):
+                t1 = time.perf_counter()
+                preds[k] = class_map(o, items[k][3])
+                infer_ms[k], post_ms[k] = per_image, (time.perf_counter() - t1) * 1000
+        return [SegResult(name, pred, self.class_names, rgb, start + k,
+                          speed={"preprocess_ms": pre, "inference_ms": infer_ms[k],
+                                 "postprocess_ms": post_ms[k]})
+                for k, ((name, rgb, _, _, pre), pred) in enumerate(zip(items, preds))]
+
+    def predict(self, input: Any, batch_size: int | None = None) -> Iterator[SegResult]:  # noqa: A002
+        """Yield one :class:`SegResult` per image, in input order.
+
+        Args:
+            input: a file, folder (recursive), http(s) URL, numpy array (H x W, H x W x 3 BGR,
+                H x W x 4 BGRA) or a list mixing them.
+            batch_size: images per engine call for this call (the engine is not rebuilt).
+        """
+        bs = batch_size or self.batch_size
+        todo = expand(input)
+        batches = [todo[i:i + bs] for i in range(0, len(todo), bs)]
+        if not batches:
+            return
+        submit = self._pool.submit
+        pending = [submit(self._prepare, *item) for item in batches[0]]
+        for b, _ in enumerate(batches):
+            items = [f.result() for f in pending]
+            if b + 1 < len(batches):  # decode the next batch while this one runs
+                pending = [submit(self._prepare, *item) for item in batches[b + 1]]
+            yield from self._results(items, b * bs)
+
+    __call__ = predict
+
+    def close(self) -> None:
+        """Release the decoding threads (the engine goes with the object)."""
+        self._pool.shutdown(wait=False)
+
+    def __enter__(self) -> "SegModel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"SegModel({self.model_name}, device={self.device}, engine={self.engine}, "
+                f"classes={len(self.class_names) or '?'})")
+
+
+def create_model(model: str | Path, *, device: str | None = None, engine: str = "auto",
+                 batch_size: int = 1, cpu_threads: int | None = None,
+                 onednn: bool | None = None, scales: Sequence[float] = (1.0,),
+                 flip_horizontal: bool = False, flip_vertical: bool = False,
+                 crop_size: Sequence[int] | None = None,
+                 stride: Sequence[int] | None = None) -> SegModel:
+    """Load ``model`` for prediction.
+
+    Args:
+        model: an exported folder, a training output folder, a ``model.pdparams`` inside a
+            training run, or a model name (``PP-LiteSeg-T``, any case: its official trained
+            weights, fetched and exported once into ``$SEGX_HOME/models``).
+        device: ``cpu``, ``gpu``, ``gpu:N`` or None (GPU when present).
+        engine: ``auto`` (the fastest exact engine here) or ``paddle``.
+        batch_size: default images per engine call.
+        cpu_threads: CPU threads for the engine (None: all cores).
+        onednn: Paddle on CPU: oneDNN kernels (None: oneDNN, plain kernels if it cannot start).
+        scales: multi-scale factors (test-time augmentation; needs class scores).
+        flip_horizontal: add horizontally flipped predictions.
+        flip_vertical: add vertically flipped predictions.
+        crop_size: sliding-window size [w, h] (None: the whole image at once).
+        stride: sliding-window stride [w, h] (None: the window size).
+
+    Example:
+        >>> with create_model("output") as model:      # best_model/inference of a run
+        ...     for res in model.predict(["a.jpg", "photos/"], batch_size=4):
+        ...         res.print(); res.save_to_img("out/"); res.save_to_json("out/")
+    """
+    tta = TTA(tuple(scales), flip_horizontal, flip_vertical,
+              tuple(crop_size) if crop_size else None, tuple(stride) if stride else None)
+    return SegModel(model, device=device, engine=engine, batch_size=batch_size,
+                    cpu_threads=cpu_threads, onednn=onednn, tta=tta)

@@ -1,0 +1,369 @@
+"""The hooks a training run is made of, in the order :func:`segx.training.build_trainer` adds
+them: logging, VisualDL, evaluation, best-model checkpoints, Ctrl-C, periodic checkpoints with
+pruning, and the final export. Each is small and knows one concern."""
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from segx.fileio import replace_dir, write_json
+from segx.progress import Progress
+from segx.runs import list_checkpoints
+from segx.training.trainer import HookBase, Trainer
+
+
+# --------------------------------------------------------------------------- outputs
+class RunLog:
+    """Lines to ``train.log`` (rank 0) and the console; above the progress bar when one shows."""
+
+    def __init__(self, path: Path | None, echo: bool = True):
+        self.file = open(path, "a", encoding="utf-8") if path else None
+        self.echo = echo
+        self.progress: Progress | None = None
+
+    def __call__(self, line: str, console: bool = True) -> None:
+        if self.file:
+            self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            self.file.flush()
+        if console and self.echo:
+            if self.progress is not None:
+                self.progress.print(line)
+            else:
+                print(line, flush=True)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+            self.file = None
+
+
+def save_checkpoint(folder: Path, files: dict) -> None:
+    """Write ``{name: object}`` into ``folder`` as one unit (a crash leaves the old or the new)."""
+    from segx import backend
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, obj in files.items():
+        backend.save(obj, tmp / name)
+    replace_dir(tmp, folder)
+
+
+def train_result(trainer: Trainer, done: bool) -> dict:
+    """``train_result.json``: the reference keys (models by checkpoint, best, logs) and more."""
+    run, state = trainer.run, trainer.state
+    scores = dict(zip(state["curves"]["eval_iter"], state["curves"]["mIoU"]))
+
+    def score_at(it: int) -> float | None:
+        done_evals = [i for i in scores if i <= it]
+        return scores[max(done_evals)] if done_evals else None
+
+    models: dict = {}
+    for k, (it, path) in enumerate(reversed(list_checkpoints(run.out)), 1):
+        models[f"last_{k}"] = {"iter": it, "score": score_at(it),
+                               **{key: f"{path.name}/model.{key}"
+                                  for key in ("pdparams", "pdopt", "pdstates")}}
+    best = state["best"]
+    if best["iter"]:
+        models["best"] = {"iter": best["iter"], "score": best["score"],
+                          "pdparams": "best_model/model.pdparams",
+                          "pdstates": "best_model/model.pdstates"}
+        if (run.out / "best_model" / "inference" / "inference.yml").is_file():
+            models["best"].update({
+                "inference_config": "best_model/inference/inference.yml",
+                "pdmodel": "best_model/inference/inference.pdmodel",
+                "pdiparams": "best_model/inference/inference.pdiparams"})
+    return {"model_name": run.model_name,
+            "label_dict": {str(i): n for i, n in enumerate(run.class_names)},
+            "train_log": "train.log", "visualdl_log": run.visualdl_log, "config": "config.yaml",
+            "models": models, "done_flag": done, "iter": state["iter"],
+            "total_iters": run.total, "num_classes": run.num_classes,
+            "class_names": run.class_names,
+            "best_mIoU": best["score"] if best["iter"] else None,
+            "training_curves": "training_curves.png" if done else None}
+
+
+def write_result(trainer: Trainer, report: dict) -> None:
+    trainer.report = report
+    if trainer.run.main:
+        write_json(trainer.run.out / "train_result.json", report, indent=None)
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# --------------------------------------------------------------------------- hooks
+class LoggingHook(HookBase):
+    """``[TRAIN]`` lines every ``every`` iterations (loss, learning rate, speed, ETA) into the
+    log and the loss curves; a progress bar on a terminal."""
+
+    def __init__(self, log: RunLog, every: int, bar: bool):
+        self.log, self.every, self.bar = log, every, bar
+
+    def before_train(self, trainer: Trainer) -> None:
+        run = trainer.run
+        self.window_loss, self.window_n, self.reader = 0.0, 0, 0.0
+        self.t_window = self.t_start = time.perf_counter()
+        if trainer.iter >= run.total:
+            return
+        self.log(f"training {run.model_name} on {run.device} x{run.world}: "
+                 f"{run.train_samples} train / {run.val_samples} val samples, "
+                 f"{run.num_classes} classes, iterations {trainer.iter + 1}..{run.total}, "
+                 f"batch {run.batch_size} per process")
+        if self.bar and run.main:
+            self.log.progress = Progress("train", run.total, trainer.iter)
+
+    def after_step(self, trainer: Trainer) -> None:
+        run, it, last = trainer.run, trainer.iter, trainer.last
+        self.window_loss += last.loss
+        self.window_n += 1
+        self.reader += last.reader_s
+        progress = self.log.progress
+        if it % self.every and it != run.total:
+            if progress:
+                progress.update(it)
+            return
+        now = time.perf_counter()
+        rate = self.window_n / max(now - self.t_window, 1e-9)
+        eta = (run.total - it) / max((it - trainer.start_iter) / (now - self.t_start), 1e-9)
+        mean = self.window_loss / self.window_n
+        images = rate * run.batch_size * run.world
+        self.log(f"[TRAIN] iter {it}/{run.total} loss {mean:.4f} lr {last.lr:.6f} "
+                 f"{images:.2f} img/s reader {self.reader / self.window_n:.3f} s/it "
+                 f"ETA {_fmt_eta(eta)}", console=progress is None)  # the bar shows it
+        curves = trainer.state["curves"]
+        curves["iter"].append(it)
+        curves["loss"].append(mean)
+        curves["lr"].append(last.lr)
+        trainer.events["train"] = {"loss": mean, "lr": last.lr, "terms": last.terms}
+        if progress:
+            progress.update(it, f"loss {mean:.4f} lr {last.lr:.2e} {images:.1f} img/s")
+        self.window_loss, self.window_n, self.reader, self.t_window = 0.0, 0, 0.0, now
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self.log.progress:
+            self.log.progress.close()
+            self.log.progress = None
+
+
+class VisualDLHook(HookBase):
+    """VisualDL records of the training and evaluation scalars (rank 0; optional)."""
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.writer = None
+        if not trainer.run.main:
+            return
+        try:
+            from visualdl import LogWriter
+            self.writer = LogWriter(logdir=str(trainer.run.out))
+            trainer.run.visualdl_log = Path(self.writer.file_name).name
+        except Exception:  # noqa: BLE001 - VisualDL is optional
+            self.writer = None
+
+    def after_step(self, trainer: Trainer) -> None:
+        if self.writer is None:
+            return
+        it = trainer.iter
+        if "train" in trainer.events:
+            train = trainer.events["train"]
+            self.writer.add_scalar("Train/loss", train["loss"], it)
+            self.writer.add_scalar("Train/lr", train["lr"], it)
+            for k, t in enumerate(train["terms"]):
+                self.writer.add_scalar(f"Train/loss_{k}", t, it)
+        if "eval" in trainer.events:
+            self.writer.add_scalar("Evaluate/mIoU", trainer.events["eval"]["mIoU"], it)
+            self.writer.add_scalar("Evaluate/Acc", trainer.events["eval"]["Acc"], it)
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def flat_validation_warning(curves: dict) -> str | None:
+    """A warning when validation mIoU is stuck while the training loss collapses: almost always
+    a label problem."""
+    if len(curves["mIoU"]) < 3 or len(curves["loss"]) < 2:
+        return None
+    if max(curves["mIoU"]) - min(curves["mIoU"]) < 1e-4 and \
+            curves["loss"][-1] < 0.5 * curves["loss"][0]:
+        return (f"WARNING: validation mIoU has stayed at {curves['mIoU'][-1]:.4f} for "
+                f"{len(curves['mIoU'])} evaluations while the training loss fell from "
+                f"{curves['loss'][0]:.4f} to {curves['loss'][-1]:.4f}. The model likely predicts "
+                "one class everywhere: check the label encoding (check_dataset), "
+                "Train.num_classes and Train.val_transforms.")
+    return None
+
+
+class EvalHook(HookBase):
+    """Validation every ``every`` iterations and at the end (rank 0; the other ranks wait):
+    ``[EVAL]`` line, mIoU curve, ``trainer.events["eval"]``, the flat-validation warning."""
+
+    def __init__(self, log: RunLog, every: int, evaluate: Callable[[Any], dict]):
+        self.log, self.every, self.evaluate = log, every, evaluate
+
+    def after_step(self, trainer: Trainer) -> None:
+        from segx.backend import optim
+        run, it = trainer.run, trainer.iter
+        if it % self.every and it != run.total:
+            return
+        if run.world > 1:
+            optim.broadcast_buffers(trainer.model)  # BatchNorm statistics: rank 0's everywhere
+        if run.main:
+            metrics = self.evaluate(trainer.model)
+            curves = trainer.state["curves"]
+            curves["eval_iter"].append(it)
+            curves["mIoU"].append(metrics["mIoU"])
+            trainer.events["eval"] = metrics
+            per_class = " ".join(f"{r['IoU']:.3f}" for r in metrics["per_class"])
+            best = " (best so far)" if metrics["mIoU"] > trainer.state["best"]["score"] else ""
+            self.log(f"[EVAL] iter {it} mIoU {metrics['mIoU']:.4f} Acc {metrics['Acc']:.4f} "
+                     f"Kappa {metrics['Kappa']:.4f} Dice {metrics['Dice']:.4f} class IoU "
+                     f"[{per_class}]{best}")
+            warning = flat_validation_warning(curves)
+            if warning:
+                self.log(warning)
+        if run.world > 1:
+            optim.barrier()
+
+
+class BestCheckpointer(HookBase):
+    """``best_model/`` whenever validation mIoU improves (rank 0)."""
+
+    def after_step(self, trainer: Trainer) -> None:
+        metrics = trainer.events.get("eval")
+        if metrics is None or metrics["mIoU"] <= trainer.state["best"]["score"]:
+            return
+        from segx import backend
+        it = trainer.iter
+        trainer.state["best"] = {"score": metrics["mIoU"], "iter": it}
+        save_checkpoint(trainer.run.out / "best_model", {
+            "model.pdparams": backend.model_state(trainer.model),
+            "model.pdstates": {"iter": it, "mIoU": metrics["mIoU"], "metrics": metrics}})
+
+
+class InterruptHook(HookBase):
+    """Ctrl-C (and, with several processes, the launcher's SIGTERM that follows it) asks for a
+    checkpoint at the end of the iteration; every rank stops at the same iteration."""
+
+    def __init__(self, log: RunLog):
+        self.log = log
+        self.requested = False
+        self.previous: dict = {}
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002
+        if self.requested and self.world == 1:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.main:
+            print("\nstopping after this iteration to save a checkpoint"
+                  + (" (Ctrl-C again to abort)" if self.world == 1 else ""),
+                  file=sys.stderr, flush=True)
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.world, self.main = trainer.run.world, trainer.run.main
+        if threading.current_thread() is threading.main_thread():
+            signals = [signal.SIGINT] + ([signal.SIGTERM] if self.world > 1 else [])
+            self.previous = {sig: signal.signal(sig, self._handler) for sig in signals}
+
+    def after_step(self, trainer: Trainer) -> None:
+        from segx.backend import optim
+        trainer.interrupted = self.requested if self.world == 1 else optim.any_rank(
+            self.requested)  # every rank stops at the same iteration
+
+    def after_train(self, trainer: Trainer) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if trainer.status == "interrupted":
+            folder = trainer.run.out / f"iter_{trainer.iter}"
+            self.log(f"interrupted at iteration {trainer.iter}: checkpoint saved in {folder}")
+            write_result(trainer, {**train_result(trainer, False),
+                                   "interrupted_at": trainer.iter})
+
+
+class PeriodicCheckpointer(HookBase):
+    """``iter_N/`` every ``every`` iterations, at the end and when interrupted; keeps the newest
+    ``keep``; rewrites ``train_result.json``."""
+
+    def __init__(self, every: int, keep: int):
+        self.every, self.keep = every, keep
+
+    def after_step(self, trainer: Trainer) -> None:
+        from segx import backend
+        from segx.backend import optim
+        run, it = trainer.run, trainer.iter
+        if it % self.every and it != run.total and not trainer.interrupted:
+            return
+        if run.world > 1:
+            optim.broadcast_buffers(trainer.model)
+        if run.main:
+            save_checkpoint(run.out / f"iter_{it}", {
+                "model.pdparams": backend.model_state(trainer.model),
+                "model.pdopt": trainer.optimizer.state_dict(), "model.pdstates": trainer.state})
+            for _, path in list_checkpoints(run.out)[:-self.keep]:
+                shutil.rmtree(path, ignore_errors=True)
+            write_result(trainer, train_result(trainer, False))
+        if run.world > 1:
+            optim.barrier()
+
+
+class FinalHook(HookBase):
+    """At the end (rank 0): export ``best_model`` to ``best_model/inference`` (once, also when
+    a finished run is resumed without it), draw the curves, write the final result."""
+
+    def __init__(self, log: RunLog, config_path: Path):
+        self.log, self.config_path = log, config_path
+
+    def after_train(self, trainer: Trainer) -> None:
+        if trainer.status != "done":
+            return
+        run = trainer.run
+        if run.main:
+            complete = (run.out / "best_model" / "inference" / "inference.yml").is_file() and \
+                (run.out / "training_curves.png").is_file()
+            if trainer.start_iter < run.total or not complete:
+                self._export(trainer)
+                curves_png(trainer.state["curves"], run.out / "training_curves.png")
+                best = trainer.state["best"]
+                self.log(f"done: {run.total} iterations; best mIoU {best['score']:.4f} "
+                         f"at iteration {best['iter']}")
+        write_result(trainer, train_result(trainer, True))
+
+    def _export(self, trainer: Trainer) -> None:
+        from segx.errors import NotExportableError
+        from segx.exporting import export_run
+        out, best = trainer.run.out, trainer.state["best"]
+        weights = out / "best_model" / "model.pdparams"
+        if not weights.is_file():
+            return
+        try:
+            report = export_run(self.config_path, weights, out / "best_model" / "inference")
+        except NotExportableError as exc:
+            self.log(f"not exported: {exc}")
+            return
+        self.log(f"exported best model (mIoU {best['score']:.4f} at iteration {best['iter']}) "
+                 f"to {out / 'best_model' / 'inference'}; agreement with the in-memory model: "
+                 f"{report['agreement']['argmax_equal']:.4%} equal pixels")
+
+
+def curves_png(curves: dict, path: Path) -> None:
+    """Loss, learning rate and validation mIoU against iterations, side by side."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(12, 3.6), dpi=100)
+    axes = fig.subplots(1, 3)
+    axes[0].plot(curves["iter"], curves["loss"])
+    axes[0].set_title("training loss")
+    axes[1].plot(curves["iter"], curves["lr"])
+    axes[1].set_title("learning rate")
+    axes[2].plot(curves["eval_iter"], curves["mIoU"], marker="o")
+    axes[2].set_title("validation mIoU")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)

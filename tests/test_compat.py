@@ -1,0 +1,95 @@
+"""Run folders written by earlier segx versions keep working, and the schema cannot change
+without a version bump."""
+from __future__ import annotations
+
+import zlib  # noqa: F401
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+from segx.config import load_config, model_schema, upgrade
+from segx.errors import ConfigError
+
+FIXTURE = ROOT / "tests" / "fixtures" / "run_v1"
+KEYS = ROOT / "tests" / "fixtures" / "schema_keys.txt"
+
+
+@pytest.fixture(scope="module")
+def old_run(tmp_path_factory) -> tuple[Path, Path]:
+    """The landed-format run folder, next to the demo dataset it was trained on."""
+    from segx.demo import make_demo_dataset
+    work = tmp_path_factory.mktemp("compat")
+    data = make_demo_dataset(work / "data", n=12, size=(64, 64))
+    run = work / "run"
+    shutil.copytree(FIXTURE, run)
+    return run, data
+
+
+def test_an_unversioned_run_config_loads_upgraded():
+    cfg = load_config(FIXTURE / "config.yaml")
+    assert cfg.get("Train.pretrained") == "none"  # pretrain_weight_path: null
+    assert cfg.get("Predict.engine") == "auto" and cfg.get("Predict.onednn") is None
+    assert cfg.get("Meta.weights") is None and cfg.get("Train.num_classes") == 3
+    assert "_version_: 2" in cfg.to_yaml().splitlines()[0]
+
+
+def test_a_run_from_before_no_static_export_loads(tmp_path):
+    text = (FIXTURE / "config.yaml").read_text().replace("  no_static_export: null\n", "")
+    (tmp_path / "config.yaml").write_text(text)
+    assert load_config(tmp_path / "config.yaml").get("Meta.no_static_export") is None
+
+
+def test_engine_choices_map_from_run_mode():
+    for old, engine, onednn in (("auto", "auto", None), ("paddle", "paddle", False),
+                                ("mkldnn", "paddle", True)):
+        data = {"Predict": {"run_mode": old}}
+        upgrade(data, 1, "test")
+        assert (data["Predict"]["engine"], data["Predict"]["onednn"]) == (engine, onednn)
+
+
+def test_a_config_from_a_newer_segx_is_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("_version_: 99\n" + (FIXTURE / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match="newer segx"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_the_schema_changes_only_with_its_version():
+    keys = "\n".join(s.path for s in model_schema()) + "\n"
+    recorded = KEYS.read_text()
+    version = int(recorded.splitlines()[0].split()[-1])
+    assert version == model_schema().version and keys == "".join(
+        recorded.splitlines(keepends=True)[1:]), (
+        "the schema's keys changed: bump _version_ in schema.yaml, add an upgrade step to "
+        "segx.config.UPGRADES, and record the keys in tests/fixtures/schema_keys.txt")
+
+
+def test_misspelt_paths_raise_with_a_suggestion():
+    cfg = load_config(FIXTURE / "config.yaml")
+    with pytest.raises(ConfigError, match="no config key 'Train.bach_size'.*Train.batch_size"):
+        cfg.get("Train.bach_size")
+    assert cfg.get("Arch.no_such_arg", None) is None  # an explicit default is allowed
+
+
+def test_the_old_run_evaluates_exports_and_predicts(old_run, tmp_path):
+    run, data = old_run
+    r = run_cli("-c", str(run / "config.yaml"), "-o", "Global.mode=evaluate",
+                "-o", f"Global.dataset_dir={data}", "-o", f"Global.output={run}")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((run / "evaluate_result.json").read_text())
+    assert result["metrics"]["mIoU"] == pytest.approx(0.2653537326388889)  # as it trained
+    r = run_cli("-c", str(run / "config.yaml"), "-o", "Global.mode=export",
+                "-o", f"Global.output={run}")
+    assert r.returncode == 0, r.stderr
+    from segx import create_model
+    image = str(data / "images" / "000.jpg")
+    with create_model(run / "best_model" / "inference", device="cpu") as old, \
+            create_model(run / "inference", device="cpu") as new, \
+            create_model(run / "best_model" / "model.pdparams", device="cpu") as dynamic:
+        preds = [next(m.predict(image)).pred for m in (old, new, dynamic)]
+        assert old.class_names == ["background", "disc", "box"]
+    assert np.array_equal(preds[0], preds[1]) and np.array_equal(preds[0], preds[2])
