@@ -1,11 +1,18 @@
 # The two set-up commands of the README: `make demo` and `make test`. Each creates .venv (Python
-# 3.11) and installs segx with its pinned stack on first use.
+# 3.11) and installs segx with its pinned stack on first use. `make test-py312` runs the suites
+# that differ between Pythons on 3.12 too (in .venv312); `make lint` is ruff.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+# the first python3.12 that runs (pyenv's shim on PATH may not, when 3.12 is not selected)
+PYTHON312 ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do \
+	$$p -c '' 2>/dev/null && { echo $$p; break; }; done)
+VENV312 := .venv312
+STAMP312 := $(VENV312)/.installed
+
+.PHONY: install demo test test-py312 lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "segx needs $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -22,8 +29,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+$(STAMP312): setup.cfg pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "segx's 3.12 check needs python3.12 on PATH"; exit 1; }
+	$(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV312)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP312)
+
+test-py312: $(STAMP312)
+	$(VENV312)/bin/python -m pytest -q tests/test_config.py tests/test_compat.py \
+		tests/test_check_dataset.py tests/test_data_safety.py tests/test_safe_weights.py \
+		tests/test_predict.py tests/test_serving.py tests/test_serving_security.py
+
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) $(VENV312) demo_output
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check segx tests bench main.py

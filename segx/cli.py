@@ -156,11 +156,17 @@ def _pipeline(args: argparse.Namespace) -> int:
                 h.strip() for h in args.allow_url_hosts.split(",") if h.strip()]
         serve(config, args.host, args.port, args.api_key)
         return 0
+    from segx.inputs import expand
     from segx.pipelines import SemanticSegmentationPipeline
-    from segx.result import ResultSaver
-    saver = ResultSaver(args.save_path) if args.save_path else None
+    from segx.result import ResultSaver, SegResult
+    inputs = args.input if args.input is not None else config.get("Global.input")
+    saver = None
+    if args.save_path and inputs is not None:
+        todo = expand(inputs)
+        saver = ResultSaver(args.save_path, [n for n, src in todo if not isinstance(src, str)])
+        saver.check([SegResult.stem_for(n, k) for k, (n, _) in enumerate(todo)])
     with SemanticSegmentationPipeline(config) as pipe:
-        for res in pipe.predict(args.input):
+        for res in pipe.predict(inputs):
             res.print()
             if saver:
                 saver.save(res)

@@ -40,7 +40,11 @@ def run(cfg: Config) -> dict[str, Any]:
         SegxError: a user mistake (the failure JSON is written first).
     """
     mode = cfg.get("Global.mode")
-    result_path = Path(cfg.get("Global.output")) / f"{mode}_result.json"
+    output = Path(cfg.get("Global.output"))
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"Global.output='{output}' is a file, not a folder.",
+                          solution="pass a folder for the outputs (it is created if missing).")
+    result_path = output / f"{mode}_result.json"
     try:
         result = {"done_flag": True, **(_handler(mode)(cfg) or {})}
     except SegxError as exc:

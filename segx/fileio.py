@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written file."""
+"""Atomic file writes: a reader (or a crash) never sees a half-written file, and files get the
+permissions the umask gives any new file (not the 0600 of a private temporary file)."""
 from __future__ import annotations
 
 import json
@@ -21,11 +22,25 @@ def _to_builtin(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> Path:
     """Write through ``write(fileobj)`` into a temporary file beside ``path``, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f)
@@ -48,6 +63,15 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write a text file."""
     return atomic_write(path, lambda f: f.write(text))
+
+
+def copy_file(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` to ``dst`` through a temporary file (a killed copy leaves no partial
+    ``dst``); an existing ``dst`` is replaced."""
+    def write(out):
+        with open(src, "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+    return atomic_write(dst, write, mode="wb")
 
 
 def replace_dir(tmp: str | Path, final: str | Path) -> None:

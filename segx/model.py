@@ -17,7 +17,7 @@ import numpy as np
 
 from segx.errors import ConfigError, WeightsError
 from segx.evaluation import class_map
-from segx.inputs import expand, read_input
+from segx.inputs import InputError, expand, read_input
 from segx.result import SegResult
 from segx.tta import NO_TTA, TTA, scores
 
@@ -37,6 +37,10 @@ def locate(model: str | Path) -> tuple[Path | None, Path | None]:
                            "(best_model/inference).",
                            solution=f"pass {path / 'best_model' / 'model.pdparams'} to predict "
                                     "with the dynamic graph, or export it (Global.mode=export).")
+    if path.is_file():
+        raise WeightsError(f"'{path}' is a file, but not a .pdparams of a training run.",
+                           solution="pass an exported folder, a training output folder or a "
+                                    "model.pdparams in a run folder.")
     if path.exists():
         raise WeightsError(f"'{path}' holds no exported model (inference.yml).",
                            solution="pass an exported folder, a training output folder (with "
@@ -65,6 +69,7 @@ class _Deployed:
                 solution="export with -o Export.output_op=softmax, or pass the run's "
                          "model.pdparams to use the dynamic graph.")
         self.prepare = preprocessor(deploy.get("transforms"), "Deploy.transforms")
+        self.min_input = deploy.get("min_input")  # not in exports before segx 0.2
         self.engine, self.engine_name = open_engine(folder, info, engine, device, threads, onednn)
         self.tta = tta
 
@@ -87,6 +92,7 @@ class _Dynamic:
         self.model_name = run_cfg.get("Global.model")
         self.class_names = class_names(run_cfg)
         self.prepare = preprocessor(run_cfg.get("Train.val_transforms"), "Train.val_transforms")
+        self.min_input = run_cfg.get("Meta.min_input")
         self.tta = tta
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -121,6 +127,7 @@ class SegModel:
                         if folder is not None else _Dynamic(weights, self.device, tta))
         self.model_name = self._runner.model_name
         self.class_names = self._runner.class_names
+        self.min_input: int | None = self._runner.min_input
         self.engine = self._runner.engine_name
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="segx-read")
 
@@ -129,6 +136,19 @@ class SegModel:
         rgb = read_input(source)
         img, info = self._runner.prepare(rgb)
         return name, rgb, img, info, (time.perf_counter() - t0) * 1000
+
+    def _infer(self, batch: np.ndarray, names: list) -> np.ndarray:
+        """The engine on one same-size batch; an engine failure on images below the model's
+        documented minimum size is the input's fault, and says so."""
+        try:
+            return self._runner.infer(batch)
+        except Exception:  # noqa: BLE001 - re-raised unless the input explains it
+            h, w = batch.shape[2:]
+            if not self.min_input or min(h, w) >= self.min_input:
+                raise
+        raise InputError(f"{names[0] or 'the image'} reaches the network as {w}x{h}, too small "
+                         f"for {self.model_name} (it needs about {self.min_input} pixels on each "
+                         "side).", solution="use a larger image (or upscale it first).")
 
     def _results(self, items: list[tuple], start: int) -> list[SegResult]:
         preds: list[np.ndarray | None] = [None] * len(items)
@@ -139,7 +159,7 @@ class SegModel:
             by_shape.setdefault(item[2].shape, []).append(k)
         for ks in by_shape.values():
             t0 = time.perf_counter()
-            out = self._runner.infer(np.stack([items[k][2] for k in ks]))
+            out = self._infer(np.stack([items[k][2] for k in ks]), [items[k][0] for k in ks])
             per_image = (time.perf_counter() - t0) * 1000 / len(ks)
             for k, o in zip(ks, out):
                 t1 = time.perf_counter()

@@ -36,6 +36,9 @@ def default_weights(cfg: Config, key: str) -> Path:
     path = Path(value) if value else Path(cfg.get("Global.output")) / "best_model" / "model.pdparams"
     if path.is_dir() and (path / "model.pdparams").is_file():
         path = path / "model.pdparams"
+    if path.is_file() and path.suffix != ".pdparams":
+        raise WeightsError(f"{key}='{path}' is not a .pdparams file.",
+                           solution="extract the model.pdparams from it and pass that.")
     if not path.is_file():
         raise WeightsError(f"weights '{path}' do not exist.",
                            solution=f"train first (Global.mode=train with Global.output="

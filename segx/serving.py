@@ -37,8 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import FastAPI, Request  # at module level: FastAPI resolves annotations here
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from segx.config import Config
+from segx.errors import SegxError
 from segx.serving_io import ClientError, ImagePolicy, UrlFetcher, decode_image
 
 log = logging.getLogger("segx.serving")
@@ -209,26 +211,37 @@ def render(res) -> bytes:
 
 
 # --------------------------------------------------------------------------- request handling
-async def read_body(request: Request, limits: Limits) -> bytes:
+async def read_body(request: Request, limits: Limits, budget: "MemoryBudget") -> bytes:
     """The body, streamed: 413 past the byte limit (also without Content-Length), 408 past the
-    body deadline."""
+    body deadline, 503 when the bodies being received together exceed their share of memory.
+    The caller releases ``len(body)`` from ``budget``."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limits.max_body:
         raise ClientError(413, f"the request is larger than {limits.max_body / 2**20:g} MB.")
+    data = bytearray()
 
-    async def collect() -> bytes:
-        data = bytearray()
+    async def collect() -> None:
         async for chunk in request.stream():
-            data += chunk
-            if len(data) > limits.max_body:
+            if len(data) + len(chunk) > limits.max_body:
                 raise ClientError(413, f"the request is larger than "
                                        f"{limits.max_body / 2**20:g} MB.")
-        return bytes(data)
+            if not budget.try_take(len(chunk)):
+                raise ClientError(503, "the server is busy receiving other requests; retry "
+                                       "shortly.")
+            data.extend(chunk)
     try:
-        return await asyncio.wait_for(collect(), limits.body_timeout_s)
+        await asyncio.wait_for(collect(), limits.body_timeout_s)
     except asyncio.TimeoutError:
+        budget.give(len(data))
         raise ClientError(408, f"the request body did not arrive within "
                                f"{limits.body_timeout_s:g} s.") from None
+    except ClientDisconnect:
+        budget.give(len(data))
+        raise ClientError(400, "the client went away before sending the body.") from None
+    except BaseException:
+        budget.give(len(data))
+        raise
+    return bytes(data)
 
 
 def parse_request(raw: bytes) -> InferRequest:
@@ -258,11 +271,21 @@ async def image_bytes(req: InferRequest, fetcher: UrlFetcher) -> bytes:
 
 
 class MemoryBudget:
-    """Bytes of decoded images in flight; a request that does not fit waits briefly, then 503."""
+    """Bytes in flight (received bodies, decoded images). ``acquire`` waits briefly for room,
+    then 503; ``try_take`` never waits."""
 
     def __init__(self, total: int):
         self.total, self.used = total, 0
         self.cond = asyncio.Condition()
+
+    def try_take(self, amount: int) -> bool:
+        if self.used + amount > self.total:
+            return False
+        self.used += amount
+        return True
+
+    def give(self, amount: int) -> None:
+        self.used -= amount
 
     async def acquire(self, amount: int, wait_s: float = 5.0) -> None:
         if amount > self.total:
@@ -283,13 +306,20 @@ class MemoryBudget:
             self.cond.notify_all()
 
 
-async def infer(request: Request) -> bytes:
-    """One request: body -> image bytes -> checks -> decode -> batched inference -> body."""
+async def receive(request: Request) -> bytes:
+    """Body -> request -> image bytes; nothing counts as in flight until the body is in."""
+    state = request.app.state
+    raw = await read_body(request, state.limits, state.bodies)
+    try:
+        return await image_bytes(parse_request(raw), state.fetcher)
+    finally:
+        state.bodies.give(len(raw))
+
+
+async def infer(request: Request, data: bytes) -> bytes:
+    """Checked image bytes -> decode -> batched inference -> the response body."""
     from starlette.concurrency import run_in_threadpool
     state = request.app.state
-    raw = await read_body(request, state.limits)
-    req = parse_request(raw)
-    data = await image_bytes(req, state.fetcher)
     cost = state.policy.check(data)  # format and pixel count from the header, no decoding
     await state.budget.acquire(cost)
     try:
@@ -313,6 +343,10 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
     async def client_error(request, exc):  # noqa: ARG001
         return JSONResponse(_envelope(exc.status, exc.message), status_code=exc.status)
+
+    @app.exception_handler(SegxError)
+    async def bad_image(request, exc):  # noqa: ARG001 - e.g. smaller than the model accepts
+        return JSONResponse(_envelope(400, str(exc)), status_code=400)
 
     @app.exception_handler(Exception)
     async def internal_error(request, exc):  # noqa: ARG001
@@ -350,12 +384,13 @@ def _install_routes(app: FastAPI) -> None:
         if not _authorised(request, state.api_key):
             raise ClientError(401, "a valid API key is required (header X-API-Key or "
                                    "Authorization: Bearer).")
+        data = await receive(request)
         if state.in_flight >= state.limits.max_in_flight:
             raise ClientError(503, f"the server is busy ({state.in_flight} requests in "
                                    "flight); retry shortly.")
         state.in_flight += 1
         try:
-            body = await asyncio.wait_for(infer(request), state.limits.request_timeout_s)
+            body = await asyncio.wait_for(infer(request, data), state.limits.request_timeout_s)
         except asyncio.TimeoutError:
             raise ClientError(503, f"the request took longer than "
                                    f"{state.limits.request_timeout_s:g} s; retry.") from None
@@ -364,23 +399,29 @@ def _install_routes(app: FastAPI) -> None:
         return Response(body, media_type="application/json")
 
 
-def create_app(config: Config, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app for a pipeline config (see ``segx.pipelines``)."""
+def create_app(config: Config, api_key: str | None = None,
+               fetcher: UrlFetcher | None = None) -> FastAPI:
+    """The FastAPI app for a pipeline config (see ``segx.pipelines``).
+
+    Args:
+        config: the pipeline config (``Pipeline`` and ``Serving`` sections).
+        api_key: a key every inference request must carry (default ``$SEGX_API_KEY``).
+        fetcher: the URL fetcher (default: one built from the ``Serving`` section).
+    """
     from contextlib import asynccontextmanager
 
     from segx.pipelines import SemanticSegmentationPipeline
     serving = config["Serving"]
     limits = Limits.from_config(serving)
-    policy = ImagePolicy(serving["max_pixels"], tuple(serving["formats"]),
-                         min_side=serving["min_side"])
+    policy = ImagePolicy(serving["max_pixels"], tuple(serving["formats"]))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         pipeline = SemanticSegmentationPipeline(config)
         app.state.batcher = Batcher(pipeline.model, limits.max_batch, limits.batch_wait_s)
         app.state.batcher.start()
-        app.state.fetcher = UrlFetcher(serving["allow_url_hosts"], serving["url_timeout_s"],
-                                       limits.max_body)
+        app.state.fetcher = fetcher or UrlFetcher(serving["allow_url_hosts"],
+                                                  serving["url_timeout_s"], limits.max_body)
         log.info("serving %r", pipeline.model)
         try:
             yield
@@ -391,6 +432,7 @@ def create_app(config: Config, api_key: str | None = None) -> FastAPI:
     app = FastAPI(title="segx semantic segmentation", lifespan=lifespan)
     app.state.limits, app.state.policy, app.state.in_flight = limits, policy, 0
     app.state.budget = MemoryBudget(int(serving["memory_budget_mb"] * 2**20))
+    app.state.bodies = MemoryBudget(int(serving["memory_budget_mb"] * 2**20) // 4)
     app.state.api_key = api_key or os.environ.get(API_KEY_ENV) or None
     _install_handlers(app)
     _install_routes(app)

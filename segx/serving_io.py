@@ -38,14 +38,14 @@ class ClientError(Exception):
 
 
 class ImagePolicy:
-    """Which images the server decodes: formats, a pixel limit and a minimum side."""
+    """Which images the server decodes: formats and a pixel limit (the model itself refuses
+    images below its minimum size, see ``SegModel.min_input``)."""
 
-    def __init__(self, max_pixels: int, formats: tuple[str, ...] = ("png", "jpeg", "bmp"),
-                 min_side: int = 1):
+    def __init__(self, max_pixels: int, formats: tuple[str, ...] = ("png", "jpeg", "bmp")):
         unknown = set(formats) - set(MAGIC)
         if unknown:
             raise ValueError(f"unknown image formats {sorted(unknown)}; known: {sorted(MAGIC)}")
-        self.max_pixels, self.formats, self.min_side = max_pixels, formats, min_side
+        self.max_pixels, self.formats = max_pixels, formats
 
     def kind(self, data: bytes) -> str:
         """The format by magic bytes; 415 for anything not accepted."""
@@ -58,19 +58,19 @@ class ImagePolicy:
 
     def check(self, data: bytes) -> int:
         """Format and size from the header (nothing decoded); returns the memory the decode
-        will take. 413 past ``max_pixels``, 400 below ``min_side`` or when unreadable."""
+        will take. 413 past ``max_pixels``, 400 when unreadable."""
         kind = self.kind(data)
         try:
             with Image.open(io.BytesIO(data), formats=[PIL_FORMATS[kind]]) as im:
                 w, h = im.size
-        except (OSError, ValueError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:
+            raise ClientError(413, f"the image has more pixels than this server accepts "
+                                   f"({self.max_pixels:,}).") from None
+        except (OSError, ValueError, SyntaxError):
             raise ClientError(400, f"the data is not a readable {kind.upper()} image.") from None
         if w * h > self.max_pixels:
             raise ClientError(413, f"the image is {w}x{h} = {w * h:,} pixels; this server "
                                    f"accepts up to {self.max_pixels:,}.")
-        if min(w, h) < self.min_side:
-            raise ClientError(400, f"the image is {w}x{h}; the model needs at least "
-                                   f"{self.min_side} pixels on each side.")
         return w * h * BYTES_PER_PIXEL
 
 

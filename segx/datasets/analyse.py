@@ -5,7 +5,7 @@ from pathlib import Path
 
 from segx.constants import IGNORE_INDEX
 from segx.datasets.checks import (
-    Encoding, Findings, all_samples, check_ids, check_samples, class_statistics,
+    Encoding, Findings, check_ids, check_samples, class_statistics,
     detect_encoding, group_by_split)
 from segx.datasets.layout import Layout, Problem
 from segx.datasets.scan import scan_all
@@ -37,7 +37,7 @@ def analyse(layout: Layout, num_classes: int | None = None, workers: int | None 
         (summary with ``num_classes``, ``class_ids``, ``names`` and per-split ``stats``;
         the detected label encoding; the problems, errors first).
     """
-    samples = all_samples(layout)
+    samples = layout.all_samples()
     scans = group_by_split(layout, scan_all(samples, workers))
     findings = Findings(layout.problems)
     check_samples(layout, scans, findings)

@@ -5,7 +5,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from segx.constants import IGNORE_INDEX
-from segx.datasets.layout import Layout, Problem, Sample
+from segx.datasets.layout import Layout, Problem
 from segx.datasets.scan import Scan
 
 PER_CODE_LIMIT = 20  # per-file problems listed per code before summarising the rest
@@ -266,7 +266,3 @@ def group_by_split(layout: Layout, scans: list[Scan]) -> dict[str, list[Scan]]:
         out[split] = scans[i:i + len(samples)]
         i += len(samples)
     return dict(out)
-
-
-def all_samples(layout: Layout) -> list[Sample]:
-    return [s for samples in layout.samples.values() for s in samples]

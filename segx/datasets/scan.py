@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from segx.datasets.layout import Sample
 from segx.progress import Progress
+from segx.workers import process_pool
 
 _ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -106,7 +106,7 @@ def scan_all(samples: list[Sample], workers: int | None = None) -> list[Scan]:
             results.append(_scan_pair(p))
             progress.update()
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with process_pool(workers) as pool:
             results = []
             for r in pool.map(_scan_pair, pairs, chunksize=chunk):
                 results.append(r)

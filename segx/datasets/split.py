@@ -1,14 +1,15 @@
-"""Re-split samples into train/val(/test) lists: seeded, nothing dropped, old lists backed up."""
+"""Re-split samples into train/val(/test) lists: seeded, nothing dropped, every changed list
+backed up, all lists replaced as one unit, and test samples never moved into train/val unless
+the user re-splits the test set too (``test_percent`` above 0)."""
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 
 from segx.errors import DatasetError
-from segx.fileio import write_text
+from segx.fileio import copy_file
 from segx.constants import IMAGE_SUFFIXES
-from segx.datasets.layout import SPLITS, Layout, read_list
+from segx.datasets.layout import SPLITS, Layout, read_list, recover, replace_lists
 
 
 def _percents(train: int | None, val: int | None, test: int | None) -> list[int]:
@@ -40,7 +41,7 @@ def _counts(n: int, percents: list[int]) -> list[int]:
     return counts
 
 
-def _discover(root: Path) -> list[str]:
+def _discover(root: Path) -> list[tuple[str, str]]:
     """Pair ``images/<stem>.*`` with ``annotations/<stem>.*`` when no list exists."""
     images, labels = root / "images", root / "annotations"
     if not images.is_dir() or not labels.is_dir():
@@ -52,8 +53,8 @@ def _discover(root: Path) -> list[str]:
     lines = []
     for img in sorted(images.iterdir()):
         if img.suffix.lower() in IMAGE_SUFFIXES and img.stem in by_stem:
-            lines.append(f"{img.relative_to(root).as_posix()}\t"
-                         f"{by_stem[img.stem].relative_to(root).as_posix()}")
+            lines.append((img.relative_to(root).as_posix(),
+                          by_stem[img.stem].relative_to(root).as_posix()))
     if not lines:
         raise DatasetError(f"no image in {images} has a label with the same stem in {labels}.",
                            solution="name each label like its image (a.jpg <-> a.png).")
@@ -64,41 +65,60 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
+def _lines(pairs: list[tuple[str, str]]) -> list[str]:
+    """``image<TAB>label`` lines. Names with a tab, a line break or two spaces in a row could
+    not be read back, so they are refused by name."""
+    bad = [p for pair in pairs for p in pair if any(c in p for c in "\t\r\n") or "  " in p]
+    if bad:
+        raise DatasetError(f"{len(bad)} file name(s) cannot be written to a list file (a tab, "
+                           f"a line break or two spaces in a row): {', '.join(map(repr, bad[:5]))}.",
+                           solution="rename those files.")
+    return [f"{img}\t{lbl}" for img, lbl in pairs]
+
+
 def _backup(path: Path) -> Path:
-    """Move ``path`` aside to ``.bak``, then ``.bak1``, ``.bak2``...; never overwrite a backup."""
+    """Copy ``path`` to ``.bak``, then ``.bak1``, ``.bak2``...; never overwrite a backup."""
     k, target = 0, path.with_name(path.name + ".bak")
     while target.exists():
         k += 1
         target = path.with_name(f"{path.name}.bak{k}")
-    shutil.copy2(path, target)
+    copy_file(path, target)
     return target
 
 
 def split_dataset(root: Path, train: int | None, val: int | None, test: int | None,
                   seed: int) -> dict:
-    """Re-split every listed (or discovered) sample; returns what was written."""
+    """Re-split the listed (or discovered) samples; returns what was written.
+
+    With ``test`` 0, an existing test.txt is kept as it is and its samples stay out of
+    train/val; with ``test`` above 0, every list is pooled and test.txt rewritten. Every list
+    that changes is backed up first.
+    """
     percents = _percents(train, val, test)
+    recover(root)
+    keep_test = not test and (root / "test.txt").is_file()
+    pooled = [sp for sp in SPLITS if not (sp == "test" and keep_test)]
     scratch = Layout(root)
-    lines: list[str] = []
-    for split in SPLITS:
+    pairs: list[tuple[str, str]] = []
+    for split in pooled:
         path = root / f"{split}.txt"
         if path.is_file():
-            lines += [f"{_rel(s.image, root)}\t{_rel(s.label, root)}"
+            pairs += [(_rel(s.image, root), _rel(s.label, root))
                       for s in read_list(root, split, path, scratch)]
     if scratch.problems:
         raise DatasetError(f"cannot re-split: {scratch.problems[0]}",
                            solution="fix the list files first.")
-    lines = sorted(set(lines)) or _discover(root)
+    lines = _lines(sorted(set(pairs)) or _discover(root))
     random.Random(seed).shuffle(lines)
     counts = _counts(len(lines), percents)
-    written, backups, start = {}, {}, 0
+    new, start = {}, 0
     for split, n in zip(SPLITS, counts):
-        path = root / f"{split}.txt"
-        if split == "test" and n == 0:
-            continue
-        if path.exists():
-            backups[split] = str(_backup(path))
-        write_text(path, "\n".join(lines[start:start + n]) + "\n")
-        written[split] = n
+        if split != "test" or n:
+            new[split] = lines[start:start + n]
         start += n
-    return {"samples": len(lines), "seed": seed, "counts": written, "backups": backups}
+    drop = [sp for sp in pooled if sp not in new and (root / f"{sp}.txt").is_file()]
+    backups = {sp: str(_backup(root / f"{sp}.txt")) for sp in [*new, *drop]
+               if (root / f"{sp}.txt").is_file()}
+    replace_lists(root, new, drop)
+    return {"samples": len(lines), "seed": seed, "counts": {k: len(v) for k, v in new.items()},
+            "backups": backups, "test_kept": keep_test}

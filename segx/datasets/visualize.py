@@ -10,6 +10,7 @@ from segx.constants import IGNORE_INDEX
 from segx.datasets.checks import Encoding
 from segx.datasets.layout import Layout, Sample
 from segx.palette import draw_overlay
+from segx.workers import process_pool
 
 
 
@@ -95,14 +96,13 @@ def render_report(layout: Layout, enc: Encoding, summary: dict, out: Path, n: in
     """Overlays of the first ``n`` samples per split (in worker processes) and the histogram
     (here, meanwhile), under ``out/check_dataset/``. Returns the overlay paths per split,
     relative to ``out``."""
-    from concurrent.futures import ProcessPoolExecutor
     jobs, splits = [], []
     for split, samples in layout.samples.items():
         for k, s in enumerate(samples[:n]):
             rel = f"check_dataset/demo_img/{split}_{k:02d}_{s.image.stem}.jpg"
             jobs.append((s, enc, summary["names"], out / rel))
             splits.append(split)
-    with ProcessPoolExecutor(workers or None) as pool:
+    with process_pool(workers) as pool:
         pending = pool.map(_overlay_job, jobs)
         histogram(summary["stats"], summary["names"], out / "check_dataset" / "histogram.png")
         done = list(pending)

@@ -125,8 +125,13 @@ def pretrained_file(cfg: Config) -> tuple[str, Path | None]:
     the cache when needed (an offline failure names the file and where to put it)."""
     from segx import weights
     what, where, sha256 = pretrained_source(cfg)
-    if where is None or not where.startswith(("http://", "https://")):
-        return what, Path(where) if where else None
+    if where is None:
+        return what, None
+    if not where.startswith(("http://", "https://")):
+        path = Path(where).expanduser()
+        if weights.is_archive(path.name):  # a downloaded .tar.gz: unpacked into the cache
+            return what, weights.import_file(path, path.resolve().as_uri())
+        return what, path
     return what, weights.fetch(where, sha256, hint=", or train from scratch with -o "
                                                    "Train.pretrained=none")
 
