@@ -1,16 +1,20 @@
-"""Prediction speed: end to end through create_model(...).predict versus the raw engine.
+"""Prediction speed of every engine and precision, side by side in one run.
 
-    python bench/predict.py [--images 16] [--threads N]
+    python bench/predict.py [--images 8] [--threads N] [--train-iters 300]
 
-PP-LiteSeg-T with random weights (19 classes) is exported once, then for 512x512 and 1024x512,
-batch 1 and 8, measured side by side in one run:
-  * end to end: JPEG files on disk in, SegResult objects out (decode, normalise, engine, result);
-  * raw engine: the same Paddle Inference predictor on preloaded, normalised tensors (the floor);
-  * plain: the raw engine with Paddle's plain CPU kernels (onednn=False), for comparison;
-  * dynamic graph: the paddle model on the same preloaded tensors and batch size, with the
-    same output (the class map, argmax taken in paddle).
-All four are timed in interleaved rounds, best round kept.
-Prints images/s and the ratios (targets: end to end >= 0.8 x raw; static >= 5 x dynamic).
+A PP-LiteSeg-T is trained by the bench (on ../shared/data/membrane when present, its 0/255
+masks fixed by segx, else on a generated dataset), then exported once with int8 (calibrated on
+its training images, evaluated on its validation images: the mIoU drop is printed), and once
+more for a fixed size per resolution for ONNX Runtime. For 512x512 and 1024x512, batch 1 and 8,
+measured in interleaved rounds (best round kept):
+
+  * raw: each engine on preloaded, normalised tensors: Paddle Inference (oneDNN), OpenVINO fp32,
+    bf16 (where the CPU has it natively), int8, ONNX Runtime, the plain Paddle kernels and the
+    dynamic graph (the same class-map output);
+  * end to end: create_model(...).predict on JPEG files (generated street scenes), per engine.
+
+Targets: OpenVINO fp32 / Paddle >= 1.0 with identical class maps; int8 / fp32 >= 2.0 with its
+mIoU drop; end to end >= 0.8 of each raw engine; static / dynamic >= 5 (issue 5).
 """
 from __future__ import annotations
 
@@ -26,25 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def make_run(root: Path) -> Path:
-    """A fake training run (config.yaml + random weights) exported to root/run/inference."""
-    from segx import backend
-    from segx.backend.optim import seed_everything
-    from segx.exporting import export_run
-    from segx.fileio import write_text
-    from segx.registry import load_model_config
-    cfg = load_model_config("PP-LiteSeg-T", ["Train.num_classes=19",
-                                             f"Global.output={root / 'run'}"])
-    run = root / "run"
-    run.mkdir(parents=True)
-    write_text(run / "config.yaml", cfg.to_yaml())
-    seed_everything(0)
-    backend.save(backend.build_model(cfg["Arch"], 19).state_dict(), run / "model.pdparams")
-    export_run(run / "config.yaml", run / "model.pdparams", run / "inference")
-    return run
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def rates(fns: dict, counts: dict, repeats: int = 5) -> dict:
@@ -61,59 +49,114 @@ def rates(fns: dict, counts: dict, repeats: int = 5) -> dict:
     return {name: counts[name] / best[name] for name in fns}
 
 
-def measure(model, plain, net, files: list, tensors: np.ndarray, bs: int) -> dict:
-    """Images/s at batch ``bs``: end to end, raw engine, plain kernels, dynamic graph."""
+def train_model(root: Path, iters: int) -> tuple[Path, Path]:
+    """(run folder, dataset) of a PP-LiteSeg-T the bench trains."""
+    from segx.demo import make_demo_dataset
+    from segx.engine import run
+    from segx.registry import load_model_config
+    if (ROOT.parent / "shared" / "data" / "membrane").is_dir():
+        from finetune import RECIPE, membrane
+        data, extra = membrane(root), [o.replace("SIZE", "256") for o in RECIPE]
+    else:
+        data, extra = make_demo_dataset(root / "demo", n=60, size=(256, 256)), []
+    out = root / "run"
+    run(load_model_config("PP-LiteSeg-T", [
+        "Global.mode=train", f"Global.dataset_dir={data}", f"Global.output={out}",
+        "Global.device=cpu", f"Train.epochs_iters={iters}", f"Train.eval_interval={iters}",
+        "Train.pretrained=none", *extra]))
+    return out, data
+
+
+def export(run: Path, data: Path, target: Path, *overrides: str) -> dict:
+    from segx.engine import run as run_mode
+    from segx.registry import load_model_config
+    return run_mode(load_model_config(str(run / "config.yaml"), [
+        "Global.mode=export", f"Global.output={target}", f"Global.dataset_dir={data}",
+        f"Export.weight_path={run / 'best_model' / 'model.pdparams'}", *overrides]))
+
+
+def engines(folder: Path, onnx: Path, threads: int | None) -> dict:
+    """Every engine and precision that can run here, as create_model objects."""
+    from segx import create_model
+    from segx.engines import native_bf16
+    kinds = {"paddle": dict(engine="paddle"), "plain": dict(engine="paddle", onednn=False),
+             "openvino": dict(engine="openvino"), "int8": dict(engine="openvino",
+                                                               precision="int8"),
+             "onnxruntime": dict(engine="onnxruntime")}
+    if native_bf16():
+        kinds["bf16"] = dict(engine="openvino", precision="bf16")
+    return {k: create_model(onnx if k == "onnxruntime" else folder, device="cpu",
+                            cpu_threads=threads, **v) for k, v in kinds.items()}
+
+
+def measure(models: dict, net, files: list, tensors: np.ndarray, bs: int) -> dict:
     from segx.backend.engine import predict_labels
     n_dyn = min(bs * 2, len(files))
 
-    def engine(m):
-        return lambda: [m._runner.engine(tensors[k:k + bs]) for k in range(0, len(tensors), bs)]
+    def raw(m):
+        return lambda: [m.infer(tensors[k:k + bs]) for k in range(0, len(tensors), bs)]
 
-    return rates({
-        "e2e": lambda: list(model.predict(files, batch_size=bs)),
-        "raw": engine(model),
-        "plain": engine(plain),
-        # the same class map as the exported graph (argmax taken in paddle)
-        "dyn": lambda: [predict_labels(net, tensors[k:k + bs]) for k in range(0, n_dyn, bs)],
-    }, {"e2e": len(files), "raw": len(files), "plain": len(files), "dyn": n_dyn})
+    def e2e(m):
+        return lambda: list(m.predict(files, batch_size=bs))
+    fns = {f"raw {k}": raw(m) for k, m in models.items()}
+    fns.update({f"e2e {k}": e2e(m) for k, m in models.items() if k != "plain"})
+    fns["dynamic"] = lambda: [predict_labels(net, tensors[k:k + bs]) for k in range(0, n_dyn, bs)]
+    return rates(fns, {k: (n_dyn if k == "dynamic" else len(files)) for k in fns})
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--train-iters", type=int, default=300)
     args = ap.parse_args()
-    from segx import create_model
     from segx.runs import build_network, run_config
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        run = make_run(root)
-        model = create_model(run / "inference", device="cpu", cpu_threads=args.threads)
-        plain = create_model(run / "inference", device="cpu", cpu_threads=args.threads,
-                             onednn=False)
-        net = build_network(run_config(run / "model.pdparams"), run / "model.pdparams")
-        rng = np.random.default_rng(0)
-        print(f"PP-LiteSeg-T, random weights, {os.cpu_count()} cores, engine {model.engine}, "
+        run, data = train_model(root, args.train_iters)
+        main_export = export(run, data, root / "exp", "Export.quantize=int8")
+        q = main_export["int8"]
+        net = build_network(run_config(run / "config.yaml"), run / "best_model" / "model.pdparams")
+        print(f"PP-LiteSeg-T trained {args.train_iters} iterations on {data.name}; int8: val mIoU "
+              f"{q['miou_int8']:.4f} vs fp32 {q['miou_fp32']:.4f} (drop {q['drop']:.2f} points, "
+              f"{'accepted' if q['accepted'] else 'refused'}); {os.cpu_count()} cores, "
               f"{args.images} images per measurement")
-        print(f"{'size':>9} {'batch':>5} {'end-to-end':>11} {'raw engine':>11} {'ratio':>6} "
-              f"{'dynamic':>8} {'static/dyn':>10} {'plain':>8} {'raw/plain':>9}")
         for w, h in ((512, 512), (1024, 512)):
-            folder = root / f"img{w}"
-            folder.mkdir()
-            for k in range(args.images):
-                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
-                    folder / f"{k}.jpg", quality=90)
-            files = sorted(str(p) for p in folder.glob("*.jpg"))
-            tensors = np.stack([model._prepare(f, Path(f))[2] for f in files])
+            export(run, data, root / f"onnx{w}", "Export.formats=[paddle,onnx]",
+                   f"Export.input_shape=[1,3,{h},{w}]")
+            models = engines(root / "exp" / "inference", root / f"onnx{w}" / "inference",
+                             args.threads)
+            files = images(root / f"img{w}", w, h, args.images)
+            tensors = np.stack([models["paddle"].preprocess(
+                np.asarray(Image.open(f).convert("RGB")))[0] for f in files])
+            same = (models["openvino"].infer(tensors) == models["paddle"].infer(tensors)).mean()
             for bs in (1, 8):
-                r = measure(model, plain, net, files, tensors, bs)
-                print(f"{w}x{h:<5} {bs:>5} {r['e2e']:>9.1f}/s {r['raw']:>9.1f}/s "
-                      f"{r['e2e'] / r['raw']:>6.2f} {r['dyn']:>6.1f}/s "
-                      f"{r['raw'] / r['dyn']:>10.1f} {r['plain']:>6.1f}/s "
-                      f"{r['raw'] / r['plain']:>9.2f}")
-        model.close()
-        plain.close()
-    print("targets: ratio >= 0.8, static/dyn >= 5")
+                report(w, h, bs, measure(models, net, files, tensors, bs), same)
+            for m in models.values():
+                m.close()
+    print("targets: openvino/paddle >= 1.0 (identical maps), int8/fp32 >= 2.0, "
+          "e2e/raw >= 0.8, static/dynamic >= 5")
+
+
+def images(folder: Path, w: int, h: int, n: int) -> list[str]:
+    """``n`` JPEG photos of generated street scenes at w x h (random noise would make JPEG
+    decoding, part of end to end, several times slower than photos decode)."""
+    from segx.demo import make_street_dataset
+    scenes = make_street_dataset(folder / "scenes", n=n, size=(h, w), seed=1)
+    return sorted(str(p) for p in (scenes / "images").glob("*.jpg"))
+
+
+def report(w: int, h: int, bs: int, r: dict, same: float) -> None:
+    print(f"\n{w}x{h}, batch {bs}: images/s (raw engine | end to end, ratio)")
+    for k in [x[4:] for x in r if x.startswith("raw ")]:
+        e2e = r.get(f"e2e {k}")
+        tail = f" | {e2e:6.1f} ({e2e / r[f'raw {k}']:.2f})" if e2e else ""
+        print(f"  {k:<12} {r[f'raw {k}']:7.1f}{tail}")
+    print(f"  dynamic      {r['dynamic']:7.1f}")
+    print(f"  openvino/paddle {r['raw openvino'] / r['raw paddle']:.2f} (equal pixels "
+          f"{same:.4%}), int8/openvino fp32 {r['raw int8'] / r['raw openvino']:.2f}"
+          + (f", bf16/fp32 {r['raw bf16'] / r['raw openvino']:.2f}" if "raw bf16" in r else "")
+          + f", paddle/dynamic {r['raw paddle'] / r['dynamic']:.1f}")
 
 
 if __name__ == "__main__":

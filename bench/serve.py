@@ -31,6 +31,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def make_run(root: Path) -> Path:
+    """A fake training run (config.yaml + random weights, 19 classes) exported to
+    root/run/inference."""
+    from segx import backend
+    from segx.backend.optim import seed_everything
+    from segx.exporting import export_run
+    from segx.fileio import write_text
+    from segx.registry import load_model_config
+    cfg = load_model_config("PP-LiteSeg-T", ["Train.num_classes=19",
+                                             f"Global.output={root / 'run'}"])
+    run = root / "run"
+    run.mkdir(parents=True)
+    write_text(run / "config.yaml", cfg.to_yaml())
+    seed_everything(0)
+    backend.save(backend.build_model(cfg["Arch"], 19).state_dict(), run / "model.pdparams")
+    export_run(run / "config.yaml", run / "model.pdparams", run / "inference")
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=24)
@@ -38,8 +57,6 @@ def main() -> None:
     args = ap.parse_args()
     import httpx
     import uvicorn
-    from predict import make_run
-
     from segx import create_model
     from segx.pipelines import load_pipeline_config
     from segx.serving import create_app

@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--input", help="image, folder or URL (default: the YAML's Global.input)")
     g.add_argument("--model", help="override Pipeline.model (name, exported or run folder)")
     g.add_argument("--device", help="override Pipeline.device (cpu, gpu, gpu:N)")
-    g.add_argument("--engine", help="override Pipeline.engine (auto, paddle)")
+    g.add_argument("--engine", help="override Pipeline.engine (auto, paddle, openvino, "
+                                    "onnxruntime)")
+    g.add_argument("--precision", help="override Pipeline.precision (fp32, bf16, int8, auto)")
     g.add_argument("--batch_size", type=int, help="override Pipeline.batch_size")
     g.add_argument("--save_path", help="where --pipeline saves results, or where "
                                        "--get_pipeline_config writes the YAML")
@@ -147,7 +149,7 @@ def _get_pipeline_config(args: argparse.Namespace) -> int:
 def _pipeline(args: argparse.Namespace) -> int:
     from segx.pipelines import load_pipeline_config
     overrides = {"model": args.model, "device": args.device, "batch_size": args.batch_size,
-                 "engine": args.engine}
+                 "engine": args.engine, "precision": args.precision}
     config = load_pipeline_config(args.pipeline, **overrides)
     if args.serve:
         from segx.serving import serve

@@ -379,7 +379,8 @@ def coerce(raw: str, spec: KeySpec | None, key: str) -> Any:
 
 
 # --------------------------------------------------------------------------- the config object
-_MISSING = object()
+_MISSING = object()  # get(): no default given
+_ABSENT = object()  # validate(): the key is not there
 
 
 class Config:
@@ -492,8 +493,8 @@ class Config:
     def validate(self) -> None:
         """Check every declared key's type and reject undeclared keys."""
         for path, spec in self.schema.specs.items():
-            value = self.get(path, _MISSING)
-            if value is _MISSING:
+            value = self.get(path, _ABSENT)
+            if value is _ABSENT:
                 raise ConfigError(f"{self.source}: missing key '{path}'.",
                                   solution="do not delete schema keys; set them to null instead.")
             if not spec.is_section and not _type_ok(value, spec):

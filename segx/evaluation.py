@@ -23,8 +23,8 @@ Predict = Callable[[np.ndarray], np.ndarray]
 def class_map(out: np.ndarray, trans_info: list) -> np.ndarray:
     """One image's class ids at its original size, from C x h x w scores or h x w ids."""
     if out.ndim == 2:
-        return restore(out, trans_info).astype(np.int32)
-    return restore(out, trans_info).argmax(0).astype(np.int32)
+        return restore(out, trans_info).astype(np.int32, copy=False)
+    return restore(out, trans_info).argmax(0).astype(np.int32, copy=False)
 
 
 def evaluate_samples(predict: Predict, pairs: Sequence[tuple[Path, Path]], prepare: Prepare,

@@ -10,6 +10,7 @@ static graph say so in ``Meta.no_static_export`` and are refused with that reaso
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,19 +109,42 @@ def agreement(model, folder: Path, output_op: str, probe: np.ndarray,
             "onednn_resize": resize}
 
 
-def export_run(config_path: Path, weights: Path, target: Path, shape: list | None = None,
-               output_op: str = "argmax") -> dict:
-    """Export ``weights`` of the run described by ``config_path`` into ``target`` (replaced as
-    one unit, and only after the export agrees with the trained model).
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``Export`` asks for beyond the Paddle model (see the schema's ``Export`` keys)."""
 
-    Args:
-        config_path: the run's config.yaml.
-        weights: a full-model .pdparams of that run.
-        target: the model folder to write.
-        shape: a fixed [N, 3, H, W] (None entries dynamic), see :func:`input_shape`.
-        output_op: argmax, softmax or none, appended to the network.
+    shape: list | None = None
+    output_op: str = "argmax"
+    formats: tuple[str, ...] = ("paddle",)
+    quantize: str | None = None
+    int8_max_drop: float = 1.0
+    calibration_images: int = 300
+    dataset_dir: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "ExportOptions":
+        formats = tuple(cfg.get("Export.formats") or ("paddle",))
+        unknown = set(formats) - {"paddle", "onnx"}
+        if unknown or "paddle" not in formats:
+            raise ConfigError(f"Export.formats={list(formats)}: the formats are paddle (always) "
+                              "and onnx.", solution="write -o Export.formats=[paddle,onnx].")
+        shape = input_shape(cfg.get("Export.input_shape"))
+        if "onnx" in formats and not (shape and all(shape)):
+            raise ConfigError("an ONNX export needs a fixed input shape (ONNX Runtime cannot run "
+                              "PP-LiteSeg-style pooling at a variable size).",
+                              solution="add -o Export.input_shape=[1,3,512,512] (your images "
+                                       "are resized to it and back).")
+        return cls(shape, cfg.get("Export.output_op"), formats, cfg.get("Export.quantize"),
+                   cfg.get("Export.int8_max_drop"), cfg.get("Export.calibration_images"),
+                   cfg.get("Global.dataset_dir"))
+
+
+def export_run(config_path: Path, weights: Path, target: Path,
+               options: ExportOptions = ExportOptions()) -> dict:
+    """Export ``weights`` of the run described by ``config_path`` into ``target``: the Paddle
+    model (checked against the trained one), the speed and exactness of each installed engine,
+    optionally ONNX and int8; the folder is replaced as one unit, only when every check passed.
     """
-    from segx.backend.engine import export_static
     run_cfg = run_config(config_path)
     reason = run_cfg.get("Meta.no_static_export")
     if reason:
@@ -133,35 +157,156 @@ def export_run(config_path: Path, weights: Path, target: Path, shape: list | Non
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        export_static(model, tmp / "inference", shape, output_op)
-        report = agreement(model, tmp, output_op, _probe(run_cfg, shape),
-                           dynamic_size=not (shape and all(shape[2:])))
-        if not report["ok"]:
-            raise SegxError(f"the exported model disagrees with the trained one: "
-                            f"{report['argmax_equal']:.4%} equal pixels, max |diff| "
-                            f"{report['max_abs_diff']:.3g}.",
-                            solution="report this with the model name; try -o "
-                                     "Export.input_shape to fix the input size.")
-        write_text(tmp / "inference.yml", dump_yaml(inference_info(run_cfg, shape, output_op,
-                                                                   report["onednn_resize"])))
+        report, deploy = _export_all(model, run_cfg, tmp, options)
+        info = inference_info(run_cfg, options.shape, options.output_op, deploy)
+        write_text(tmp / "inference.yml", dump_yaml(info))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     replace_dir(tmp, target)
     return {"inference_dir": str(target), "weight_path": str(weights),
             "model_name": run_cfg.get("Global.model"),
-            "num_classes": run_cfg.get("Train.num_classes"), "agreement": report}
+            "num_classes": run_cfg.get("Train.num_classes"), "agreement": report,
+            "engines": deploy["engines"], **({"int8": deploy["int8"]} if "int8" in deploy
+                                              else {})}
 
 
-def inference_info(run_cfg: Config, shape: list | None, output_op: str,
-                   onednn_resize: bool) -> dict:
-    """The ``inference.yml`` of an export (PaddleX's layout: ``Deploy`` and ``Global``)."""
+def _export_all(model, run_cfg: Config, tmp: Path, options: ExportOptions) -> tuple[dict, dict]:
+    """The files of one export in ``tmp``; returns (agreement report, Deploy additions)."""
+    from segx.backend.engine import export_static
+    export_static(model, tmp / "inference", options.shape, options.output_op)
+    probe = _probe(run_cfg, options.shape)
+    report = agreement(model, tmp, options.output_op, probe,
+                       dynamic_size=not (options.shape and all(options.shape[2:])))
+    if not report["ok"]:
+        raise SegxError(f"the exported model disagrees with the trained one: "
+                        f"{report['argmax_equal']:.4%} equal pixels, max |diff| "
+                        f"{report['max_abs_diff']:.3g}.",
+                        solution="report this with the model name; try -o "
+                                 "Export.input_shape to fix the input size.")
+    deploy = {"onednn_resize": report["onednn_resize"]}
+    if "onnx" in options.formats:
+        deploy["onnx"] = to_onnx(tmp, options.shape, probe, options.output_op)
+    deploy["engines"] = engine_records(tmp, probe, options.output_op, deploy)
+    if options.quantize == "int8":
+        deploy["int8"] = int8_export(run_cfg, tmp, options, deploy)
+    return report, deploy
+
+
+def engine_records(folder: Path, probe: np.ndarray, output_op: str, deploy: dict) -> dict:
+    """Each installed engine's exactness against Paddle Inference on the probe, and its time
+    (best of 3): what ``engine=auto`` chooses by."""
+    from segx.backend.engine import Engine as PaddleEngine
+    from segx.engines import OnnxEngine, OpenVINOEngine, installed
+    ref_engine = PaddleEngine(folder / "inference.pdmodel", folder / "inference.pdiparams",
+                              onednn_resize=deploy["onednn_resize"])
+    ref = ref_engine(probe)
+    records = {"paddle": {"exact": True, "ms": _best_ms(ref_engine, probe)}}
+    candidates = {}
+    if installed("openvino"):
+        candidates["openvino"] = lambda: OpenVINOEngine(folder / "inference.pdmodel", "fp32",
+                                                        None)
+    if "onnx" in deploy and installed("onnxruntime"):
+        candidates["onnxruntime"] = lambda: OnnxEngine(folder / deploy["onnx"]["model"], None)
+    labels = (lambda x: x) if output_op == "argmax" else (lambda x: x.argmax(1))
+    for name, build in candidates.items():
+        try:
+            engine = build()
+            out = engine(probe)
+        except Exception as exc:  # noqa: BLE001 - an engine that cannot run this model
+            records[name] = {"exact": False, "error": _first_line(exc)}
+            continue
+        exact = out.shape == ref.shape and bool((labels(out) == labels(ref)).all())
+        records[name] = {"exact": exact, "ms": _best_ms(engine, probe)}
+    return records
+
+
+def _first_line(exc: Exception) -> str:
+    """The line of an engine's (often multi-line) error that says what failed."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "Fail to convert" in ln or "Error" in ln] or lines or [
+        type(exc).__name__]
+    return useful[0][:300]
+
+
+def _best_ms(engine, probe: np.ndarray) -> float:
+    import time
+    engine(probe)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        engine(probe)
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 2)
+
+
+def to_onnx(folder: Path, shape: list, probe: np.ndarray, output_op: str) -> dict:
+    """``inference.onnx`` converted by paddle2onnx from the Paddle export (a fixed shape),
+    checked with ONNX Runtime against Paddle Inference at that shape."""
+    from segx.backend.engine import Engine as PaddleEngine
+    from segx.engines import OnnxEngine
+    try:
+        import onnxruntime  # noqa: F401
+        import paddle2onnx
+    except ImportError:
+        raise ConfigError("an ONNX export needs paddle2onnx 1.3.1 and onnxruntime.",
+                          solution="pip install 'segx[export-onnx]'.") from None
+    paddle2onnx.export(str(folder / "inference.pdmodel"), str(folder / "inference.pdiparams"),
+                       save_file=str(folder / "inference.onnx"), opset_version=11,
+                       enable_onnx_checker=True, verbose=False)
+    x = probe if list(probe.shape) == list(shape) else \
+        np.random.default_rng(2).normal(0, 1, shape).astype(np.float32)
+    try:
+        out = OnnxEngine(folder / "inference.onnx", None)(x)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's refusal, said in one line
+        raise SegxError(f"ONNX Runtime cannot run this model at {shape[3]}x{shape[2]} "
+                        f"({str(exc).splitlines()[-1][:300]}).",
+                        solution="use a larger Export.input_shape, e.g. [1,3,512,512] (pooling "
+                                 "layers need room at 1/32 of the size).") from None
+    ref = PaddleEngine(folder / "inference.pdmodel", folder / "inference.pdiparams")(x)
+    labels = (lambda a: a) if output_op == "argmax" else (lambda a: a.argmax(1))
+    equal = float((labels(out) == labels(ref)).mean())
+    if equal < MIN_ARGMAX_AGREEMENT:
+        raise SegxError(f"the ONNX export disagrees with the Paddle one at that shape "
+                        f"({equal:.4%} equal pixels).",
+                        solution="export without onnx, or report this with the model name.")
+    return {"model": "inference.onnx", "input_shape": list(shape), "argmax_equal": equal}
+
+
+def int8_export(run_cfg: Config, folder: Path, options: ExportOptions, deploy: dict) -> dict:
+    """The int8 OpenVINO model beside the fp32 one, with its measured mIoU against fp32."""
+    from segx.engines import OpenVINOEngine, Resized, fixed_size
+    from segx.preprocess import preprocessor
+    from segx.quantize import INT8_MODEL, calibrate, compare
+    root = options.dataset_dir or run_cfg.get("Global.dataset_dir")
+    if not root or not Path(root).is_dir():
+        raise ConfigError("Export.quantize=int8 calibrates on the training images and checks "
+                          "on the validation images of a dataset.",
+                          solution="add -o Global.dataset_dir=DATA.")
+    layout = read_layout(Path(root))
+    train = [s.image for s in layout.samples.get("train", [])][:options.calibration_images]
+    val = [(s.image, s.label) for s in layout.samples.get("val", [])]
+    prepare = preprocessor(run_cfg.get("Train.val_transforms"), "Train.val_transforms")
+    size = fixed_size(options.shape)
+    calibrate(folder / "inference.pdmodel", train, prepare, folder / INT8_MODEL, size)
+    fp32 = OpenVINOEngine(folder / "inference.pdmodel", "fp32", None)
+    int8 = OpenVINOEngine(folder / INT8_MODEL, "int8", None)
+    if size:
+        fp32, int8 = Resized(fp32, *size), Resized(int8, *size)
+    result = compare(fp32, int8, val, prepare, run_cfg.get("Train.num_classes"),
+                     class_names(run_cfg), options.int8_max_drop)
+    return {**result, "calibration_images": len(train)}
+
+
+def inference_info(run_cfg: Config, shape: list | None, output_op: str, deploy: dict) -> dict:
+    """The ``inference.yml`` of an export (PaddleX's layout: ``Deploy`` and ``Global``), with
+    what export measured (``onednn_resize``, ``engines``, ``onnx``, ``int8``)."""
     return {
         "Deploy": {"model": "inference.pdmodel", "params": "inference.pdiparams",
                    "transforms": run_cfg.get("Train.val_transforms"),
                    "input_shape": shape or [None, 3, None, None], "output_op": output_op,
                    "output_dtype": "int32" if output_op == "argmax" else "float32",
-                   "onednn_resize": onednn_resize, "min_input": run_cfg.get("Meta.min_input")},
+                   "min_input": run_cfg.get("Meta.min_input"), **deploy},
         "Global": {"model_name": run_cfg.get("Global.model"),
                    "num_classes": run_cfg.get("Train.num_classes"),
                    "class_names": class_names(run_cfg)},

@@ -53,14 +53,15 @@ def locate(model: str | Path) -> tuple[Path | None, Path | None]:
 class _Deployed:
     """An exported folder on an inference engine."""
 
-    def __init__(self, folder: Path, engine: str, device: str, threads: int | None,
-                 onednn: bool | None, tta: TTA):
+    def __init__(self, folder: Path, engine: str, precision: str, device: str,
+                 threads: int | None, onednn: bool | None, tensorrt: bool, tta: TTA):
         from segx.engines import open_engine, read_deploy_info
         from segx.preprocess import preprocessor
         info = read_deploy_info(folder)
         deploy, glob = info["Deploy"], info.get("Global", {})
         self.model_name = glob.get("model_name", folder.name)
         self.class_names = list(glob.get("class_names") or [])
+        self.num_classes = glob.get("num_classes") or len(self.class_names) or None
         self.output_op = deploy.get("output_op", "argmax")
         if tta.active and self.output_op == "argmax":
             raise ConfigError(
@@ -70,7 +71,8 @@ class _Deployed:
                          "model.pdparams to use the dynamic graph.")
         self.prepare = preprocessor(deploy.get("transforms"), "Deploy.transforms")
         self.min_input = deploy.get("min_input")  # not in exports before segx 0.2
-        self.engine, self.engine_name = open_engine(folder, info, engine, device, threads, onednn)
+        self.engine, self.engine_name = open_engine(folder, info, engine, precision, device,
+                                                    threads, onednn, tensorrt)
         self.tta = tta
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -91,6 +93,7 @@ class _Dynamic:
         self.network = build_network(run_cfg, weights)
         self.model_name = run_cfg.get("Global.model")
         self.class_names = class_names(run_cfg)
+        self.num_classes = run_cfg.get("Train.num_classes")
         self.prepare = preprocessor(run_cfg.get("Train.val_transforms"), "Train.val_transforms")
         self.min_input = run_cfg.get("Meta.min_input")
         self.tta = tta
@@ -102,9 +105,19 @@ class _Dynamic:
         return predict_logits(self.network, batch, self.tta)
 
 
-def _resolve_device(device: str | None) -> str:
+def _resolve_device(device: str | None, engine: str) -> str:
+    """``cpu`` or ``gpu:N``; paddle is imported only where it decides (a GPU, or ``auto`` with
+    an engine that may be Paddle)."""
+    from segx.engines import installed
+    text = (device or "auto").strip().lower()
+    if text == "cpu" or (text == "auto" and (engine not in ("auto", "paddle")
+                                              or not installed("paddle"))):
+        return "cpu"
+    if not installed("paddle"):
+        raise ConfigError(f"device='{device}' needs paddlepaddle-gpu 2.6.2 (the GPU engine).",
+                          solution="install it, or use device=cpu.")
     from segx.backend import resolve_device
-    return resolve_device(device or "auto")
+    return resolve_device(text)
 
 
 class SegModel:
@@ -115,21 +128,37 @@ class SegModel:
     """
 
     def __init__(self, model: str | Path, *, device: str | None = None, engine: str = "auto",
-                 batch_size: int = 1, cpu_threads: int | None = None,
-                 onednn: bool | None = None, tta: TTA = NO_TTA):
+                 precision: str = "fp32", batch_size: int = 1, cpu_threads: int | None = None,
+                 onednn: bool | None = None, tensorrt: bool = False, tta: TTA = NO_TTA):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1.",
                               solution="use batch_size=1 or more.")
-        self.device = _resolve_device(device)
-        self.batch_size, self.tta = batch_size, tta
         folder, weights = locate(model)
-        self._runner = (_Deployed(folder, engine, self.device, cpu_threads, onednn, tta)
+        if folder is None and (engine not in ("auto", "paddle") or precision not in ("fp32",
+                                                                                     "auto")):
+            raise ConfigError(f"{weights} runs on the dynamic graph (paddle, fp32); engine="
+                              f"{engine}, precision={precision} need an exported model.",
+                              solution="export it (Global.mode=export) and pass the folder.")
+        self.device = _resolve_device(device, engine if folder is not None else "paddle")
+        self.batch_size, self.tta = batch_size, tta
+        self._runner = (_Deployed(folder, engine, precision, self.device, cpu_threads, onednn,
+                                  tensorrt, tta)
                         if folder is not None else _Dynamic(weights, self.device, tta))
         self.model_name = self._runner.model_name
         self.class_names = self._runner.class_names
+        self.num_classes: int | None = self._runner.num_classes
         self.min_input: int | None = self._runner.min_input
         self.engine = self._runner.engine_name
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="segx-read")
+
+    def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, list]:
+        """The model's pre-processing of one RGB image: (3 x h x w input, trans_info)."""
+        return self._runner.prepare(rgb)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """The engine (with test-time augmentation) on one N x 3 x h x w batch of equal sizes:
+        N x h x w class ids or N x C x h x w scores, before undoing the pre-processing."""
+        return self._runner.infer(batch)
 
     def _prepare(self, name: str | None, source: Any) -> tuple:
         t0 = time.perf_counter()
@@ -209,8 +238,9 @@ class SegModel:
 
 
 def create_model(model: str | Path, *, device: str | None = None, engine: str = "auto",
-                 batch_size: int = 1, cpu_threads: int | None = None,
-                 onednn: bool | None = None, scales: Sequence[float] = (1.0,),
+                 precision: str = "fp32", batch_size: int = 1, cpu_threads: int | None = None,
+                 onednn: bool | None = None, tensorrt: bool = False,
+                 scales: Sequence[float] = (1.0,),
                  flip_horizontal: bool = False, flip_vertical: bool = False,
                  crop_size: Sequence[int] | None = None,
                  stride: Sequence[int] | None = None) -> SegModel:
@@ -220,11 +250,16 @@ def create_model(model: str | Path, *, device: str | None = None, engine: str = 
         model: an exported folder, a training output folder, a ``model.pdparams`` inside a
             training run, or a model name (``PP-LiteSeg-T``, any case: its official trained
             weights, fetched and exported once into ``$SEGX_HOME/models``).
-        device: ``cpu``, ``gpu``, ``gpu:N`` or None (GPU when present).
-        engine: ``auto`` (the fastest exact engine here) or ``paddle``.
+        device: ``cpu``, ``gpu``, ``gpu:N`` or None (GPU when present and paddle installed).
+        engine: ``auto`` (the fastest engine export found exact, Paddle on a GPU),
+            ``paddle``, ``openvino`` or ``onnxruntime`` (see :mod:`segx.engines`).
+        precision: ``fp32``, ``bf16`` (OpenVINO, CPUs with native bf16), ``int8`` (OpenVINO,
+            an export with ``Export.quantize=int8`` whose mIoU drop was accepted) or ``auto``
+            (int8 where accepted, else fp32).
         batch_size: default images per engine call.
         cpu_threads: CPU threads for the engine (None: all cores).
         onednn: Paddle on CPU: oneDNN kernels (None: oneDNN, plain kernels if it cannot start).
+        tensorrt: Paddle on a GPU: run supported subgraphs in TensorRT.
         scales: multi-scale factors (test-time augmentation; needs class scores).
         flip_horizontal: add horizontally flipped predictions.
         flip_vertical: add vertically flipped predictions.
@@ -238,5 +273,6 @@ def create_model(model: str | Path, *, device: str | None = None, engine: str = 
     """
     tta = TTA(tuple(scales), flip_horizontal, flip_vertical,
               tuple(crop_size) if crop_size else None, tuple(stride) if stride else None)
-    return SegModel(model, device=device, engine=engine, batch_size=batch_size,
-                    cpu_threads=cpu_threads, onednn=onednn, tta=tta)
+    return SegModel(model, device=device, engine=engine, precision=precision,
+                    batch_size=batch_size, cpu_threads=cpu_threads, onednn=onednn,
+                    tensorrt=tensorrt, tta=tta)

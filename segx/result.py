@@ -154,12 +154,15 @@ class SegResult(Mapping):
             return path.with_suffix(suffix)
         return path / f"{self.name}{suffix}"
 
-    def save_to_img(self, path: str | Path) -> list[Path]:
-        """Write ``<name>.png`` (class ids, palette PNG, always PNG) and ``<name>_overlay.jpg``.
+    def save_to_img(self, path: str | Path, plain: bool = False) -> list[Path]:
+        """Write ``<name>.png`` (class ids, always PNG) and ``<name>_overlay.jpg``.
 
-        ``path`` is a folder or a file name (its suffix is replaced by ``.png``).
+        ``path`` is a folder or a file name (its suffix is replaced by ``.png``). The PNG's
+        pixel values are the ids: a palette PNG (``plain=False``: viewable in colour, read the
+        ids with ``np.asarray(PIL.Image.open(p))``; OpenCV would return the colours) or a plain
+        single-channel PNG (``plain=True``: ``cv2.imread(p, cv2.IMREAD_UNCHANGED)`` gives ids).
         """
-        target = write_id_png(self._target(path, ".png"), self.pred)
+        target = write_id_png(self._target(path, ".png"), self.pred, plain=plain)
         written = [target]
         if self._image is not None:
             over = target.with_name(target.stem + "_overlay.jpg")
@@ -184,8 +187,9 @@ class ResultSaver:
     giving repeated names a ``_<k>`` suffix, and never over a file named in ``protected``
     (the inputs: compared by resolved real path)."""
 
-    def __init__(self, folder: str | Path, protected: Iterable[str | Path | None] = ()):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, protected: Iterable[str | Path | None] = (),
+                 plain: bool = False):
+        self.folder, self.plain = Path(folder), plain
         self.seen: dict[str, int] = {}
         self.count = 0
         self.protected = {Path(p).resolve() for p in protected if p}
@@ -201,7 +205,7 @@ class ResultSaver:
     def check(self, names: Sequence[str]) -> None:
         """Refuse, before anything is written, a folder where saving results named ``names``
         (in order) would replace an input file."""
-        planner = ResultSaver(self.folder)
+        planner = ResultSaver(self.folder, plain=self.plain)
         for name in names:
             for target in planner._targets(planner._stem(name)):
                 if target.resolve() in self.protected:
@@ -216,4 +220,4 @@ class ResultSaver:
             raise SegxError(f"saving {res.name} would overwrite an input in {self.folder}.",
                             solution="choose an output folder that holds no inputs.")
         self.count += 1
-        return [res.save_to_json(json_path), *res.save_to_img(png_path)]
+        return [res.save_to_json(json_path), *res.save_to_img(png_path, self.plain)]

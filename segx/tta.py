@@ -82,6 +82,13 @@ def resize_scores(scores: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.stack(out)
 
 
+def resize_nearest(ids: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of the last two axes (class-id maps, any leading axes)."""
+    rows = (np.arange(h) * ids.shape[-2] / h).astype(int)
+    cols = (np.arange(w) * ids.shape[-1] / w).astype(int)
+    return ids[..., rows[:, None], cols]
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
@@ -140,9 +147,7 @@ def restore(score: np.ndarray, trans_info: list, nearest: bool = False) -> np.nd
         h, w = item[1]
         if kind == "resize":
             if score.ndim == 2 or nearest:
-                idx_h = (np.arange(h) * score.shape[-2] / h).astype(int)
-                idx_w = (np.arange(w) * score.shape[-1] / w).astype(int)
-                score = score[..., idx_h[:, None], idx_w]
+                score = resize_nearest(score, h, w)
             else:
                 score = resize_scores(score[None], h, w)[0]
         elif kind == "padding":

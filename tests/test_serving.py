@@ -131,3 +131,33 @@ def test_health_and_unknown_route(server):
     assert health["errorCode"] == 0 and health["errorMsg"] == "Healthy"
     missing = httpx.get(f"{server}/nope")
     assert missing.status_code == 404 and missing.json()["errorCode"] == 404
+
+
+def test_a_pdparams_model_serves_from_the_engine_thread(run_dir, data):
+    """The dynamic graph runs in the server's engine thread (paddle keeps its mode per
+    thread)."""
+    import uvicorn
+
+    from segx.serving import create_app
+    config = load_pipeline_config("semantic_segmentation", device="cpu",
+                                  model=str(run_dir / "best_model" / "model.pdparams"))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                httpx.get(f"{url}/health")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        r = httpx.post(f"{url}/semantic-segmentation", timeout=60,
+                       json={"image": b64(data / "images" / "000.jpg")})
+        assert r.status_code == 200 and r.json()["result"]["size"] == [64, 64]
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)

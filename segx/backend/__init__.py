@@ -31,11 +31,20 @@ try:
     from paddleseg.cvlibs import manager
 except ImportError as exc:  # pragma: no cover - exercised only without the stack installed
     raise BackendError(f"this needs paddlepaddle 2.6.2 and paddleseg 2.8.0 ({exc}).",
-                       solution="run `make install` or `pip install -e .`.") from None
+                       solution="pip install 'segx[train]' (or run `make install`); prediction "
+                                "with an exported model needs only 'segx[deploy]'.") from None
 
 from segx.backend import seaformer  # noqa: F401,E402  (registers SeaFormer)
 
 paddle.disable_signal_handler()  # keep Python's SIGINT handling (Ctrl-C)
+
+
+def dygraph() -> None:
+    """Make sure this thread runs paddle's dynamic graph. Paddle keeps the mode per thread and
+    a thread that imports paddle first (a server's, say) can leave another thread in static
+    mode; every dynamic-graph entry point of segx calls this first."""
+    if not paddle.in_dynamic_mode():
+        paddle.disable_static()
 
 
 # --------------------------------------------------------------------------- devices
@@ -158,11 +167,13 @@ def build_model(arch: dict, num_classes: int) -> paddle.nn.Layer:
     name their parameters explicitly (ShuffleNetV2) can be built more than once per process, as
     training does when it exports at the end.
     """
+    dygraph()
     with paddle.utils.unique_name.guard():
         return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes})
 
 
 def set_device(device: str) -> None:
+    dygraph()
     paddle.set_device(device)
 
 

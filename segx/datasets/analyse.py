@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segx.constants import IGNORE_INDEX
+from segx.errors import DatasetError
 from segx.datasets.checks import (
     Encoding, Findings, check_ids, check_samples, class_statistics,
     detect_encoding, group_by_split)
@@ -24,14 +25,28 @@ def read_class_names(root: Path) -> list[str]:
     return []
 
 
-def analyse(layout: Layout, num_classes: int | None = None, workers: int | None = None
-            ) -> tuple[dict, Encoding, list[Problem]]:
+def class_names_setting(value: list | str | None) -> list[str] | None:
+    """``CheckDataset.class_names``: a list, a file of names (one per line), or None."""
+    if value is None or isinstance(value, list):
+        return [str(v) for v in value] if value is not None else None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"CheckDataset.class_names='{value}' is neither a list nor a file.",
+                           solution="write -o 'CheckDataset.class_names=[road, sky, car]' or "
+                                    "give a text file with one name per line.")
+    return [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
+
+
+def analyse(layout: Layout, num_classes: int | None = None, workers: int | None = None,
+            names: list[str] | None = None) -> tuple[dict, Encoding, list[Problem]]:
     """Scan, check and summarise one dataset folder.
 
     Args:
         layout: the dataset's lists.
         num_classes: an explicit class count (``Train.num_classes``) to check ids against.
         workers: decoding processes (None: all cores).
+        names: class names given in the config (else the dataset's class_names.txt or
+            labels.txt).
 
     Returns:
         (summary with ``num_classes``, ``class_ids``, ``names`` and per-split ``stats``;
@@ -48,8 +63,9 @@ def analyse(layout: Layout, num_classes: int | None = None, workers: int | None 
     check_ids(stats, num_classes, findings)
     ids = sorted({i for st in stats.values() for i in st["pixels"] if i != IGNORE_INDEX})
     found = max(ids) + 1 if ids else 0
-    names = read_class_names(layout.root)
-    found = _check_names(layout.root, names, found, findings)
+    source = "CheckDataset.class_names" if names is not None else None
+    names = names if names is not None else read_class_names(layout.root)
+    found = _check_names(layout.root, names, found, findings, source)
     if num_classes is not None and num_classes > found:
         findings.add(Problem("warning", "empty_classes",
                              f"Train.num_classes={num_classes} but labels use only ids 0.."
@@ -58,13 +74,14 @@ def analyse(layout: Layout, num_classes: int | None = None, workers: int | None 
     return summary, enc, findings.finish()
 
 
-def _check_names(root: Path, names: list[str], found: int, findings: Findings) -> int:
+def _check_names(root: Path, names: list[str], found: int, findings: Findings,
+                 source: str | None) -> int:
     """Check a class list against the ids in the labels; returns the class count."""
     if names and len(names) < found:
         findings.add(Problem("error", "unnamed_ids",
                              f"labels use ids up to {found - 1} but the class list names "
                              f"only {len(names)} classes.", "add a name per id, in id order.",
-                             file=next(n for n in NAME_FILES if (root / n).is_file())))
+                             file=source or next(n for n in NAME_FILES if (root / n).is_file())))
     elif names:
         findings.problems = [
             Problem("info", p.code, p.message + " (the class list declares them).")

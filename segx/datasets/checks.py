@@ -73,7 +73,8 @@ class Findings:
 
     def finish(self) -> list[Problem]:
         for (severity, code), n in self.extra.items():
-            self.problems.append(Problem(severity, code, f"... and {n} more like the above."))
+            self.problems.append(Problem(severity, code, f"... and {n} more like the above.",
+                                         count=n))
         order = {"error": 0, "warning": 1, "info": 2}
         return sorted(self.problems, key=lambda p: order[p.severity])
 

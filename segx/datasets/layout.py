@@ -23,6 +23,7 @@ class Problem:
     fix: str = ""
     file: str | None = None
     line: int | None = None
+    count: int = 1  # how many findings this record stands for ("... and 213 more": 213)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -31,6 +32,11 @@ class Problem:
     def where(self) -> str:
         """``file:line``, ``file`` or empty."""
         return f"{self.file}:{self.line}" if self.line else (self.file or "")
+
+    @staticmethod
+    def total(problems: list["Problem"], severity: str = "error") -> int:
+        """The real number of findings of ``severity`` (summarised records count in full)."""
+        return sum(p.count for p in problems if p.severity == severity)
 
     def summary(self) -> str:
         """``code (file:line): message``, for one-line errors."""

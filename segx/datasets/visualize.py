@@ -72,9 +72,11 @@ def histogram(stats: dict, names: list[str], path: Path) -> None:
         ax.set_xticklabels(labels, rotation=90 if small or n > 10 else 0,
                            fontsize=5 if small else 8)
         ax.set_ylabel(ylabel)
-        ax.legend()
         ax.set_xlim(-0.6, len(ids))
-    axes[0].set_title("Class balance by split (bars are class ids as stored)")
+    # one legend above the plots, where it can never cover a bar
+    axes[0].legend(loc="lower right", bbox_to_anchor=(1.0, 1.02), ncol=len(splits),
+                   frameon=False)
+    axes[0].set_title("Class balance by split", loc="left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, pil_kwargs={"compress_level": 1})

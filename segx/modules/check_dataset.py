@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segx.config import Config
-from segx.datasets.analyse import analyse
+from segx.datasets.analyse import analyse, class_names_setting
 from segx.datasets.layout import Problem, dataset_root, read_layout
 from segx.datasets.visualize import render_report
 from segx.errors import DatasetError
@@ -28,7 +28,8 @@ def run(cfg: Config) -> dict:
     root = _convert_and_split(cfg, dataset_root(cfg), out, notes)
     layout = read_layout(root)
     num, workers = cfg.get("Train.num_classes"), cfg.get("CheckDataset.num_workers")
-    summary, enc, problems = analyse(layout, num, workers)
+    names = class_names_setting(cfg.get("CheckDataset.class_names"))
+    summary, enc, problems = analyse(layout, num, workers, names)
     if cfg.get("CheckDataset.fix_labels") and enc.needs_fix:
         from segx.datasets.fix import write_fixed
         target = Path(cfg.get("CheckDataset.fix_output_dir") or out / "fixed_dataset")
@@ -37,14 +38,14 @@ def run(cfg: Config) -> dict:
                         "encoding": enc.as_dict(),
                         "next": f"train with -o Global.dataset_dir={target}"}
         layout = read_layout(target)
-        summary, enc, problems = analyse(layout, num, workers)
+        summary, enc, problems = analyse(layout, num, workers, names)
     sample_paths = render_report(layout, enc, summary, out, cfg.get("CheckDataset.sample_num"),
                                  workers)
     result = _report(layout.root, summary, enc.as_dict(), problems, sample_paths, notes)
     _print_summary(result, problems)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
-        raise CheckFailed(f"dataset check failed with {len(errors)} error(s); first: "
+        raise CheckFailed(f"dataset check failed with {Problem.total(problems)} error(s); first: "
                           f"{errors[0].summary()}",
                           solution=f"{errors[0].fix} Every problem is listed in "
                                    f"{out / 'check_dataset_result.json'}.", report=result)
@@ -100,8 +101,10 @@ def _report(root: Path, summary: dict, encoding: dict, problems: list[Problem],
 def _print_summary(result: dict, problems: list[Problem]) -> None:
     a = result["attributes"]
     print(f"dataset: {result['dataset_path']}")
+    names = a["class_names"]
+    ids = ", ".join(f"{i} {names[i]}" if i < len(names) else str(i) for i in a["class_ids"])
     print(f"  train {a['train_samples']}, val {a['val_samples']}, test {a['test_samples']} "
-          f"samples; {a['num_classes']} classes {a['class_ids']}; labels: "
+          f"samples; {a['num_classes']} classes ({ids}); labels: "
           f"{a['label_encoding']['name']}")
     for p in problems:
         print(f"  {p}")

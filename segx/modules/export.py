@@ -1,14 +1,15 @@
 """export mode: ``<Global.output>/inference/`` from a training run's weights.
 
 The weights are ``Export.weight_path`` (default ``<Global.output>/best_model/model.pdparams``);
-the work is :func:`segx.exporting.export_run`.
+the work is :func:`segx.exporting.export_run`: the Paddle model, each installed engine's
+exactness and speed, and on request ONNX (``Export.formats``) and int8 (``Export.quantize``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from segx.config import Config
-from segx.exporting import export_run, input_shape
+from segx.exporting import ExportOptions, export_run
 from segx.runs import default_weights, run_config_path
 
 
@@ -16,13 +17,21 @@ def run(cfg: Config) -> dict:
     from segx import backend
     weights = default_weights(cfg, "Export.weight_path")
     config_path = run_config_path(weights)
-    shape = input_shape(cfg.get("Export.input_shape"))
+    options = ExportOptions.from_config(cfg)
     backend.set_device(backend.resolve_device(cfg.get("Global.device")))
     target = Path(cfg.get("Global.output")) / "inference"
-    result = export_run(config_path, weights, target, shape, cfg.get("Export.output_op"))
+    result = export_run(config_path, weights, target, options)
     a = result["agreement"]
     print(f"exported {weights} ({result['model_name']}, {result['num_classes']} classes) to "
           f"{target}")
     print(f"  agreement with the in-memory model: {a['argmax_equal']:.4%} equal pixels, "
           f"max |logit diff| {a['max_abs_diff']:.3g}")
+    for name, rec in result["engines"].items():
+        print(f"  {name:<12} {'exact' if rec['exact'] else 'NOT exact'}, {rec['ms']:.1f} ms on "
+              f"the check image")
+    if "int8" in result:
+        q = result["int8"]
+        verdict = "accepted" if q["accepted"] else "REFUSED (beyond Export.int8_max_drop)"
+        print(f"  int8: val mIoU {q['miou_int8']:.4f} against fp32 {q['miou_fp32']:.4f} "
+              f"(drop {q['drop']:.2f} points, limit {q['max_drop']}): {verdict}")
     return result

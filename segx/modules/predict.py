@@ -22,7 +22,8 @@ from segx.result import ResultSaver, SegResult
 def _model(cfg: Config):
     value = cfg.get("Predict.model_dir") or cfg.get("Global.model")
     kwargs = dict(device=cfg.get("Global.device"), engine=cfg.get("Predict.engine"),
-                  batch_size=cfg.get("Predict.batch_size"), onednn=cfg.get("Predict.onednn"),
+                  precision=cfg.get("Predict.precision"), batch_size=cfg.get("Predict.batch_size"),
+                  onednn=cfg.get("Predict.onednn"), tensorrt=cfg.get("Predict.tensorrt"),
                   cpu_threads=cfg.get("Predict.cpu_threads"))
     try:
         return value, create_model(value, **kwargs)
@@ -42,7 +43,8 @@ def run(cfg: Config) -> dict:
                           solution="pass -o Predict.input=path/to/image_or_folder.")
     out = Path(cfg.get("Global.output"))
     todo = expand(inputs)
-    saver = ResultSaver(out, protected=[name for name, src in todo if not isinstance(src, str)])
+    saver = ResultSaver(out, protected=[name for name, src in todo if not isinstance(src, str)],
+                        plain=cfg.get("Predict.plain_ids"))
     saver.check([SegResult.stem_for(name, k) for k, (name, _) in enumerate(todo)])
     model_dir, model = _model(cfg)
     progress = Progress("predicting", len(todo))

@@ -77,9 +77,10 @@ class SemanticSegmentationPipeline:
     def __init__(self, config: Config):
         self.config = config
         p = config["Pipeline"]
-        self.model: SegModel = create_model(p["model"], device=p["device"], engine=p["engine"],
-                                            batch_size=p["batch_size"],
-                                            cpu_threads=p["cpu_threads"], onednn=p["onednn"])
+        self.model: SegModel = create_model(
+            p["model"], device=p["device"], engine=p["engine"], precision=p["precision"],
+            batch_size=p["batch_size"], cpu_threads=p["cpu_threads"], onednn=p["onednn"],
+            tensorrt=p["tensorrt"])
 
     def predict(self, input: Any = None, batch_size: int | None = None  # noqa: A002
                 ) -> Iterator[SegResult]:
@@ -112,7 +113,7 @@ def create_pipeline(pipeline: str | Path = "semantic_segmentation", *,
         pipeline: ``semantic_segmentation`` or a pipeline YAML.
         device: ``cpu``, ``gpu``, ``gpu:N`` (None: the YAML's).
         **overrides: other ``Pipeline`` keys: ``model``, ``batch_size``, ``engine``,
-            ``onednn``, ``cpu_threads``.
+            ``precision``, ``onednn``, ``tensorrt``, ``cpu_threads``.
 
     Example:
         >>> with create_pipeline("semantic_segmentation", model="output", device="cpu") as pipe:

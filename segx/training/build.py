@@ -61,16 +61,17 @@ def resolve_classes(cfg: Config, summary: dict) -> tuple[int, list[str]]:
 def check_data(cfg: Config, world: int) -> tuple[list, list, int, list[str]]:
     """Every data guard that must hold before the first step; returns (train pairs, val pairs,
     class count, class names)."""
-    from segx.datasets.analyse import analyse
-    from segx.datasets.layout import dataset_root, read_layout
+    from segx.datasets.analyse import analyse, class_names_setting
+    from segx.datasets.layout import Problem, dataset_root, read_layout
     layout = read_layout(dataset_root(cfg))
     summary, _, problems = analyse(layout, cfg.get("Train.num_classes"),
-                                   cfg.get("CheckDataset.num_workers"))
+                                   cfg.get("CheckDataset.num_workers"),
+                                   class_names_setting(cfg.get("CheckDataset.class_names")))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         p = errors[0]
-        raise DatasetError(f"the dataset fails its check ({len(errors)} error(s)); first: "
-                           f"{p.summary()}",
+        raise DatasetError(f"the dataset fails its check ({Problem.total(problems)} "
+                           f"error(s)); first: {p.summary()}",
                            solution=f"{p.fix} Run Global.mode=check_dataset for the full list.")
     num, names = resolve_classes(cfg, summary)
     train = [(s.image, s.label) for s in layout.samples.get("train", [])]
@@ -136,14 +137,21 @@ def pretrained_file(cfg: Config) -> tuple[str, Path | None]:
                                                    "Train.pretrained=none")
 
 
-def load_pretrained(model, cfg: Config, log) -> None:
+def load_pretrained(model, cfg: Config, log) -> str:
     """Load ``Train.pretrained`` into ``model`` and say which file, how many tensors loaded and
-    which were skipped; a head of another class count is re-initialised (reported as skipped)."""
+    which were skipped; a head of another class count is re-initialised (reported as skipped).
+    Returns what training starts from (``none`` for random weights)."""
     from segx import backend
     what, path = pretrained_file(cfg)
     if path is None:
-        log(f"pretrained: {what}; training from random initialisation")
-        return
+        if what == "none":
+            log("pretrained: none - training from random weights. From scratch a model needs "
+                "far more data and iterations; start from official weights with "
+                "-o Train.pretrained=imagenet (the default).")
+        else:
+            log(f"pretrained: {cfg.get('Global.model')} has no official ImageNet weights; "
+                "training from random weights (as PaddleSeg does for it).")
+        return "none"
     state = backend.load_weights(path)
     if not isinstance(state, dict):
         raise WeightsError(f"'{path}' is not a state dict.", solution="give a .pdparams file.")
@@ -161,6 +169,7 @@ def load_pretrained(model, cfg: Config, log) -> None:
     log(f"pretrained {kind} weights ({what}) from {path}: loaded {loaded} of {len(own)} tensors"
         + (f"; skipped {len(skipped)}: {', '.join(skipped[:5])}"
            f"{' ...' if len(skipped) > 5 else ''}" if skipped else ""))
+    return what
 
 
 # --------------------------------------------------------------------------- resume
@@ -238,7 +247,7 @@ def build_trainer(cfg: Config, device: str, rank: int = 0, world: int = 1) -> Tr
     try:
         O.seed_everything(seed)
         model = backend.build_model(cfg["Arch"], num)
-        load_pretrained(model, cfg, log)
+        start = load_pretrained(model, cfg, log)
         losses, coef = O.build_losses(cfg.get("Train.losses"))
         opt, sched = O.build_optimizer(
             model, cfg.get("Train.optimizer"), cfg.get("Train.lr_scheduler"),
@@ -255,7 +264,8 @@ def build_trainer(cfg: Config, device: str, rank: int = 0, world: int = 1) -> Tr
     bs = cfg.get("Train.batch_size")
     sampler = D.StreamSampler(len(train), bs, seed, state["iter"], rank, world)
     run = RunInfo(out, cfg.get("Global.model"), device, num, names,
-                  cfg.get("Train.epochs_iters"), bs, len(train), len(val), rank, world)
+                  cfg.get("Train.epochs_iters"), bs, len(train), len(val), rank, world,
+                  pretrained=start)
     trainer = Trainer(step, lambda: iter(D.train_loader(data, sampler,
                                                         cfg.get("Train.num_workers"))),
                       state, run, _hooks(cfg, log, val, num, names),
@@ -270,12 +280,12 @@ def _hooks(cfg: Config, log: H.RunLog, val: list, num: int, names: list[str]) ->
     from segx.evaluation import evaluate_samples
     prepare = preprocessor(cfg.get("Train.val_transforms"), "Train.val_transforms")
 
-    def evaluate(model) -> dict:
-        return evaluate_samples(lambda b: predict_logits(model, b), val, prepare,
-                                num).metrics(names)
+    def evaluate(model, on_batch) -> dict:
+        return evaluate_samples(lambda b: predict_logits(model, b), val, prepare, num,
+                                on_batch=on_batch).metrics(names)
 
-    every = cfg.get("Train.eval_interval")
-    return [H.LoggingHook(log, cfg.get("Train.log_interval"), bar=sys.stderr.isatty()),
+    every, bar = cfg.get("Train.eval_interval"), sys.stderr.isatty()
+    return [H.LoggingHook(log, cfg.get("Train.log_interval"), bar, every),
             H.VisualDLHook(), H.EvalHook(log, every, evaluate), H.BestCheckpointer(),
             H.InterruptHook(log),
             H.PeriodicCheckpointer(cfg.get("Train.save_interval") or every,

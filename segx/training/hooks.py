@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from segx.fileio import replace_dir, write_json
 from segx.progress import Progress
@@ -101,15 +101,17 @@ def _fmt_eta(seconds: float) -> str:
 # --------------------------------------------------------------------------- hooks
 class LoggingHook(HookBase):
     """``[TRAIN]`` lines every ``every`` iterations (loss, learning rate, speed, ETA) into the
-    log and the loss curves; a progress bar on a terminal."""
+    log and the loss curves; a progress bar on a terminal. The ETA counts the evaluations still
+    to come (measured, or estimated before the first), and the first line says how long the
+    whole run will take."""
 
-    def __init__(self, log: RunLog, every: int, bar: bool):
-        self.log, self.every, self.bar = log, every, bar
+    def __init__(self, log: RunLog, every: int, bar: bool, eval_every: int):
+        self.log, self.every, self.bar, self.eval_every = log, every, bar, eval_every
 
     def before_train(self, trainer: Trainer) -> None:
         run = trainer.run
-        self.window_loss, self.window_n, self.reader = 0.0, 0, 0.0
-        self.t_window = self.t_start = time.perf_counter()
+        self.window_loss, self.window_n, self.reader, self.busy = 0.0, 0, 0.0, 0.0
+        self.t_start, self.estimated = time.perf_counter(), False
         if trainer.iter >= run.total:
             return
         self.log(f"training {run.model_name} on {run.device} x{run.world}: "
@@ -119,24 +121,38 @@ class LoggingHook(HookBase):
         if self.bar and run.main:
             self.log.progress = Progress("train", run.total, trainer.iter)
 
+    def eta(self, trainer: Trainer) -> tuple[float, float, int, float, bool]:
+        """(seconds left, of them training, evaluations left, seconds each, measured?)."""
+        run, it = trainer.run, trainer.iter
+        evals = trainer.timing["eval_s"]
+        wall = time.perf_counter() - self.t_start - sum(evals)
+        per_iter = wall / max(it - trainer.start_iter, 1)
+        each = sum(evals) / len(evals) if evals else \
+            0.5 * per_iter * run.val_samples / (run.batch_size * run.world)
+        left = sum(1 for k in range(it + 1, run.total + 1)
+                   if k % self.eval_every == 0 or k == run.total)
+        training = (run.total - it) * per_iter
+        return training + left * each, training, left, each, bool(evals)
+
     def after_step(self, trainer: Trainer) -> None:
         run, it, last = trainer.run, trainer.iter, trainer.last
         self.window_loss += last.loss
         self.window_n += 1
         self.reader += last.reader_s
+        self.busy += last.reader_s + last.step_s
         progress = self.log.progress
         if it % self.every and it != run.total:
             if progress:
                 progress.update(it)
             return
-        now = time.perf_counter()
-        rate = self.window_n / max(now - self.t_window, 1e-9)
-        eta = (run.total - it) / max((it - trainer.start_iter) / (now - self.t_start), 1e-9)
+        eta = self.eta(trainer)
+        if not self.estimated and it < run.total:
+            self._estimate(trainer, eta)
         mean = self.window_loss / self.window_n
-        images = rate * run.batch_size * run.world
+        images = self.window_n * run.batch_size * run.world / max(self.busy, 1e-9)
         self.log(f"[TRAIN] iter {it}/{run.total} loss {mean:.4f} lr {last.lr:.6f} "
                  f"{images:.2f} img/s reader {self.reader / self.window_n:.3f} s/it "
-                 f"ETA {_fmt_eta(eta)}", console=progress is None)  # the bar shows it
+                 f"ETA {_fmt_eta(eta[0])}", console=progress is None)  # the bar shows it
         curves = trainer.state["curves"]
         curves["iter"].append(it)
         curves["loss"].append(mean)
@@ -144,7 +160,14 @@ class LoggingHook(HookBase):
         trainer.events["train"] = {"loss": mean, "lr": last.lr, "terms": last.terms}
         if progress:
             progress.update(it, f"loss {mean:.4f} lr {last.lr:.2e} {images:.1f} img/s")
-        self.window_loss, self.window_n, self.reader, self.t_window = 0.0, 0, 0.0, now
+        self.window_loss, self.window_n, self.reader, self.busy = 0.0, 0, 0.0, 0.0
+
+    def _estimate(self, trainer: Trainer, eta: tuple) -> None:
+        left, training, evals, each, measured = eta
+        self.estimated = True
+        self.log(f"estimated time left: {_fmt_eta(left)} ({_fmt_eta(training)} training + "
+                 f"{evals} evaluation(s) of {'' if measured else '~'}{each:.0f} s); the "
+                 "[TRAIN] lines keep it current")
 
     def after_train(self, trainer: Trainer) -> None:
         if self.log.progress:
@@ -202,9 +225,10 @@ def flat_validation_warning(curves: dict) -> str | None:
 
 class EvalHook(HookBase):
     """Validation every ``every`` iterations and at the end (rank 0; the other ranks wait):
-    ``[EVAL]`` line, mIoU curve, ``trainer.events["eval"]``, the flat-validation warning."""
+    ``[EVAL]`` line with per-class IoU by name and the time it took, mIoU curve,
+    ``trainer.events["eval"]``, the flat-validation warning; a progress bar on a terminal."""
 
-    def __init__(self, log: RunLog, every: int, evaluate: Callable[[Any], dict]):
+    def __init__(self, log: RunLog, every: int, evaluate: Callable[..., dict]):
         self.log, self.every, self.evaluate = log, every, evaluate
 
     def after_step(self, trainer: Trainer) -> None:
@@ -215,21 +239,39 @@ class EvalHook(HookBase):
         if run.world > 1:
             optim.broadcast_buffers(trainer.model)  # BatchNorm statistics: rank 0's everywhere
         if run.main:
-            metrics = self.evaluate(trainer.model)
+            t0 = time.perf_counter()
+            metrics = self._validate(trainer)
+            seconds = time.perf_counter() - t0
+            trainer.timing["eval_s"].append(seconds)
             curves = trainer.state["curves"]
             curves["eval_iter"].append(it)
             curves["mIoU"].append(metrics["mIoU"])
             trainer.events["eval"] = metrics
-            per_class = " ".join(f"{r['IoU']:.3f}" for r in metrics["per_class"])
+            per_class = ", ".join(f"{r['name']}: {r['IoU']:.3f}" for r in metrics["per_class"])
             best = " (best so far)" if metrics["mIoU"] > trainer.state["best"]["score"] else ""
             self.log(f"[EVAL] iter {it} mIoU {metrics['mIoU']:.4f} Acc {metrics['Acc']:.4f} "
                      f"Kappa {metrics['Kappa']:.4f} Dice {metrics['Dice']:.4f} class IoU "
-                     f"[{per_class}]{best}")
+                     f"[{per_class}]{best} in {seconds:.1f} s")
             warning = flat_validation_warning(curves)
             if warning:
                 self.log(warning)
         if run.world > 1:
             optim.barrier()
+
+    def _validate(self, trainer: Trainer) -> dict:
+        """The metrics; on a terminal the progress bar counts the validation images."""
+        run, bar = trainer.run, self.log.progress
+        previous = trainer.timing["eval_s"][-1:] or [0.0]
+        if bar is None:
+            if previous[0] > 10:  # long evaluations say they are running
+                self.log(f"validating {run.val_samples} images (about {previous[0]:.0f} s)")
+            return self.evaluate(trainer.model, None)
+        done = [0]
+
+        def tick(n: int) -> None:
+            done[0] += n
+            bar.update(trainer.iter, f"validating {done[0]}/{run.val_samples}")
+        return self.evaluate(trainer.model, tick)
 
 
 class BestCheckpointer(HookBase):
@@ -332,6 +374,8 @@ class FinalHook(HookBase):
                 best = trainer.state["best"]
                 self.log(f"done: {run.total} iterations; best mIoU {best['score']:.4f} "
                          f"at iteration {best['iter']}")
+                for line in advice(trainer):
+                    self.log(line)
         write_result(trainer, train_result(trainer, True))
 
     def _export(self, trainer: Trainer) -> None:
@@ -349,6 +393,25 @@ class FinalHook(HookBase):
         self.log(f"exported best model (mIoU {best['score']:.4f} at iteration {best['iter']}) "
                  f"to {out / 'best_model' / 'inference'}; agreement with the in-memory model: "
                  f"{report['agreement']['argmax_equal']:.4%} equal pixels")
+
+
+def advice(trainer: Trainer) -> list[str]:
+    """What to try when a run ends weak: classes it never learnt, a start from random weights."""
+    lines = []
+    metrics = trainer.events.get("eval")
+    if metrics:
+        missed = [r["name"] for r in metrics["per_class"]
+                  if r["IoU"] < 0.05 and r["label_pixels"] > 0]
+        if missed:
+            lines.append(f"hint: {len(missed)} class(es) were not learnt (IoU < 0.05): "
+                         f"{', '.join(missed[:10])}. Rare classes need more iterations, more "
+                         "samples or a weighted loss; check_dataset's histogram shows how "
+                         "rare they are (docs/train.md#recipes).")
+    if trainer.run.pretrained == "none" and trainer.state["best"]["score"] < 0.6:
+        lines.append("hint: this run started from random weights. Starting from official "
+                     "weights (-o Train.pretrained=imagenet, the default, or a dataset such as "
+                     "cityscapes; see segx models) reaches far more in the same time.")
+    return lines
 
 
 def curves_png(curves: dict, path: Path) -> None:

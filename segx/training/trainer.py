@@ -58,6 +58,7 @@ class RunInfo:
     val_samples: int
     rank: int = 0
     world: int = 1
+    pretrained: str = "none"  # what training started from (none: random weights)
     visualdl_log: str = ""
 
     @property
@@ -107,6 +108,7 @@ class Trainer:
         self.iter = state["iter"]
         self.last = StepRecord()
         self.events: dict[str, Any] = {}  # what happened this iteration (``eval``: metrics)
+        self.timing: dict[str, list[float]] = {"eval_s": []}  # seconds of each evaluation
         self.interrupted = False
         self.status = "ready"
         self.report: dict = {}
