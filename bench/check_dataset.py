@@ -60,7 +60,7 @@ def main() -> None:
         pairs = [(root / "images" / f"{k}.jpg", root / "annotations" / f"{k}.png")
                  for k in range(args.pairs)]
 
-        from segx.config import load_config
+        from segx import load_config
         from segx.engine import run
         cfg = load_config("PP-LiteSeg-T", [f"Global.dataset_dir={root}",
                                            f"Global.output={Path(tmp) / 'out'}"])

@@ -5,8 +5,8 @@
 PP-LiteSeg-T (random weights, exported) is served on 127.0.0.1. The direct figure is
 create_model(...).predict over the same JPEG files, one by one (images/s). The served figure
 is good requests/s for the same images sent as base64 by 1, 4 and 8 concurrent clients (answers
-are read in full), with one bad request (an 8x8 image the model refuses) among every eight, so
-each batch of eight holds one image that must fail alone. Prints each and its ratio to direct
+are read in full), with one bad request (a truncated PNG the server must refuse with 400) among
+every eight, so each batch of eight holds one image that must fail alone. Prints each and its ratio to direct
 (target at concurrency 8: >= 0.7).
 """
 from __future__ import annotations
@@ -72,8 +72,8 @@ def main() -> None:
             files.append(path)
         payloads = [{"image": base64.b64encode(p.read_bytes()).decode()} for p in files]
         buf = io.BytesIO()
-        Image.new("RGB", (8, 8)).save(buf, format="PNG")
-        bad = {"image": base64.b64encode(buf.getvalue()).decode()}
+        Image.new("RGB", (64, 64)).save(buf, format="PNG")
+        bad = {"image": base64.b64encode(buf.getvalue()[:40]).decode()}  # a truncated upload
         mixed = [x for k, p in enumerate(payloads) for x in ([p, bad] if k % 7 == 6 else [p])]
 
         model = create_model(run / "inference", device="cpu")

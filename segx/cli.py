@@ -4,7 +4,7 @@
     segx -c MODEL -o K=V --print-config
     segx models [PATTERN]                 (also: segx --list-models [PATTERN])
     segx weights list | fetch MODEL [DATASET|imagenet] | import FILE --url URL
-    segx demo [--workdir DIR]
+    segx demo [--workdir DIR] [--dataset-only shapes|street]
     segx --pipeline semantic_segmentation --model MODEL --input X [--serve]
 
 Exit codes: 0 success, 2 a user mistake (one line on stderr, no traceback unless
@@ -31,6 +31,7 @@ COMMANDS = """commands:
                                           imagenet, or a dataset such as cityscapes)
   segx weights import FILE --url URL      put a file downloaded elsewhere into the cache
   segx demo [--workdir DIR]               every mode on a generated dataset (no download)
+  segx demo --dataset-only street         only write a generated 8-class road-scene dataset
   segx --pipeline NAME --input X          run a pipeline; add --serve for the HTTP service
 
 examples:

@@ -117,7 +117,8 @@ def test_a_mistyped_model_folder_lists_the_exported_ones(run_dir, data, tmp_path
 def test_help_lists_every_command_and_evaluate_says_what_is_missing(run_dir, data, tmp_path):
     r = run_cli("--help")
     for command in ("segx models", "segx weights list", "segx weights fetch",
-                    "segx weights import", "segx demo", "--pipeline", "--serve"):
+                    "segx weights import", "segx demo", "--dataset-only street", "--pipeline",
+                    "--serve"):
         assert command in r.stdout, command
     bare = tmp_path / "d"
     bare.mkdir()

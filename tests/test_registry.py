@@ -98,6 +98,20 @@ def test_full_checkpoint_loads_into_seaformer(tmp_path):
         np.testing.assert_array_equal(v.numpy(), dst.state_dict()[k].numpy())
 
 
+def test_partial_load_reports_instead_of_one_warning_per_tensor(tmp_path):
+    # a backbone-only file leaves the head out: paddle would warn once per missing tensor
+    import warnings
+    from segx import backend
+    cfg = load_config("PP-LiteSeg-T")
+    model = backend.build_model(cfg["Arch"], 2)
+    state = {k: v.numpy() for k, v in model.state_dict().items() if "seg_heads" not in k}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        loaded, skipped = backend.load_matching(model, state)
+    assert loaded == len(state) and skipped == []
+    assert not [w for w in seen if "Skip loading" in str(w.message)]
+
+
 def test_a_model_with_named_parameters_builds_twice_in_one_process():
     # training builds the network again for its final export; ShuffleNetV2 names its
     # parameters explicitly, which paddle refuses twice in one name scope

@@ -93,7 +93,9 @@ def load_matching(layer: paddle.nn.Layer, state: dict) -> tuple[int, list[str]]:
             loaded[key] = value
         else:
             skipped.append(key)
-    layer.set_state_dict(loaded)
+    with warnings.catch_warnings():  # paddle warns once per tensor left out; the caller reports
+        warnings.filterwarnings("ignore", message="Skip loading for ")
+        layer.set_state_dict(loaded)
     return len(loaded), skipped
 
 

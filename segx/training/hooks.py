@@ -410,7 +410,7 @@ def advice(trainer: Trainer) -> list[str]:
     if trainer.run.pretrained == "none" and trainer.state["best"]["score"] < 0.6:
         lines.append("hint: this run started from random weights. Starting from official "
                      "weights (-o Train.pretrained=imagenet, the default, or a dataset such as "
-                     "cityscapes; see segx models) reaches far more in the same time.")
+                     "cityscapes; see segx models) usually reaches far more in the same time.")
     return lines
 
 
