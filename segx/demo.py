@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -14,38 +15,49 @@ from PIL import Image, ImageDraw
 CLASS_NAMES = ["background", "disc", "box"]
 
 
+def _write_dataset(root: Path, samples: Iterable[tuple[Image.Image, Image.Image]],
+                   class_names: list[str], quality: int) -> Path:
+    """Save (picture, label) pairs in the reference layout: images/NNN.jpg, annotations/NNN.png,
+    train.txt (the first 80%), val.txt (the rest) and class_names.txt."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    lines = []
+    for k, (picture, label) in enumerate(samples):
+        picture.save(root / "images" / f"{k:03d}.jpg", quality=quality)
+        label.save(root / "annotations" / f"{k:03d}.png")
+        lines.append(f"images/{k:03d}.jpg annotations/{k:03d}.png")
+    cut = int(0.8 * len(lines))
+    (root / "train.txt").write_text("\n".join(lines[:cut]) + "\n")
+    (root / "val.txt").write_text("\n".join(lines[cut:]) + "\n")
+    (root / "class_names.txt").write_text("\n".join(class_names) + "\n")
+    return root
+
+
+def _shapes_scene(rng: np.random.Generator, h: int, w: int) -> tuple[Image.Image, Image.Image]:
+    """A noisy picture with one or two discs (class 1) and boxes (class 2), and its label."""
+    base = rng.integers(60, 120, 3)
+    img = np.clip(rng.normal(base, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+    label = Image.new("L", (w, h), 0)
+    picture = Image.fromarray(img)
+    draw_l, draw_i = ImageDraw.Draw(label), ImageDraw.Draw(picture)
+    for cls in (1, 2):
+        for _ in range(rng.integers(1, 3)):
+            x, y = int(rng.integers(0, w - 24)), int(rng.integers(0, h - 24))
+            s = int(rng.integers(12, 32))
+            box = [x, y, min(x + s, w - 1), min(y + s, h - 1)]
+            colour = (220, 60, 60) if cls == 1 else (60, 200, 90)
+            shape = "ellipse" if cls == 1 else "rectangle"
+            getattr(draw_l, shape)(box, fill=cls)
+            getattr(draw_i, shape)(box, fill=colour)
+    return picture, label
+
+
 def make_demo_dataset(root: Path, n: int = 40, size: tuple[int, int] = (96, 128),
                       seed: int = 0) -> Path:
     """Write ``n`` noisy images with discs (class 1) and boxes (class 2) in the reference
     layout: images/, annotations/, train.txt (80%), val.txt (20%), class_names.txt."""
     rng = np.random.default_rng(seed)
-    h, w = size
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "annotations").mkdir(exist_ok=True)
-    lines = []
-    for k in range(n):
-        base = rng.integers(60, 120, 3)
-        img = np.clip(rng.normal(base, 25, (h, w, 3)), 0, 255).astype(np.uint8)
-        label = Image.new("L", (w, h), 0)
-        picture = Image.fromarray(img)
-        draw_l, draw_i = ImageDraw.Draw(label), ImageDraw.Draw(picture)
-        for cls in (1, 2):
-            for _ in range(rng.integers(1, 3)):
-                x, y = int(rng.integers(0, w - 24)), int(rng.integers(0, h - 24))
-                s = int(rng.integers(12, 32))
-                box = [x, y, min(x + s, w - 1), min(y + s, h - 1)]
-                colour = (220, 60, 60) if cls == 1 else (60, 200, 90)
-                shape = "ellipse" if cls == 1 else "rectangle"
-                getattr(draw_l, shape)(box, fill=cls)
-                getattr(draw_i, shape)(box, fill=colour)
-        picture.save(root / "images" / f"{k:03d}.jpg", quality=92)
-        label.save(root / "annotations" / f"{k:03d}.png")
-        lines.append(f"images/{k:03d}.jpg annotations/{k:03d}.png")
-    cut = int(0.8 * n)
-    (root / "train.txt").write_text("\n".join(lines[:cut]) + "\n")
-    (root / "val.txt").write_text("\n".join(lines[cut:]) + "\n")
-    (root / "class_names.txt").write_text("\n".join(CLASS_NAMES) + "\n")
-    return root
+    return _write_dataset(root, (_shapes_scene(rng, *size) for _ in range(n)), CLASS_NAMES, 92)
 
 
 STREET_CLASSES = ["sky", "building", "road", "sidewalk", "tree", "car", "pole", "sign"]
@@ -101,19 +113,8 @@ def make_street_dataset(root: Path, n: int = 120, size: tuple[int, int] = (240, 
     """A generated road-scene dataset with 8 classes (``STREET_CLASSES``) in the reference
     layout, 80/20 split: for trying multi-class recipes without downloading anything."""
     rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "annotations").mkdir(exist_ok=True)
-    lines = []
-    for k in range(n):
-        picture, label = _street_scene(rng, *size)
-        picture.save(root / "images" / f"{k:03d}.jpg", quality=90)
-        label.save(root / "annotations" / f"{k:03d}.png")
-        lines.append(f"images/{k:03d}.jpg annotations/{k:03d}.png")
-    cut = int(0.8 * n)
-    (root / "train.txt").write_text("\n".join(lines[:cut]) + "\n")
-    (root / "val.txt").write_text("\n".join(lines[cut:]) + "\n")
-    (root / "class_names.txt").write_text("\n".join(STREET_CLASSES) + "\n")
-    return root
+    return _write_dataset(root, (_street_scene(rng, *size) for _ in range(n)), STREET_CLASSES,
+                          90)
 
 
 def main(argv: list[str] | None = None) -> int:

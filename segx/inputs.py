@@ -52,11 +52,6 @@ def expand(inputs: Any) -> list[tuple[str | None, Any]]:
     return out
 
 
-def input_names(inputs: Any) -> list[str | None]:
-    """The display names of what ``predict(inputs)`` will read, in order (no decoding)."""
-    return [name for name, _ in expand(inputs)]
-
-
 def fetch(url: str) -> np.ndarray:
     """An image URL decoded to BGR (the Python API and predict mode; the server has its own,
     guarded fetcher)."""

@@ -27,16 +27,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(run_dir):
+def start_server(app) -> tuple[str, object, threading.Thread]:
+    """``app`` on a real uvicorn on 127.0.0.1: (its URL, the server, its thread) once
+    ``/health`` answers (within 60 s)."""
     import uvicorn
-
-    from segx.serving import create_app
-    config = load_pipeline_config("semantic_segmentation", model=str(run_dir), device="cpu")
-    config["Serving"]["max_body_mb"] = 1
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
-                                        log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        timeout_keep_alive=5))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -44,9 +41,18 @@ def server(run_dir):
     while time.time() < deadline:
         try:
             if httpx.get(f"{url}/health").status_code == 200:
-                break
+                return url, srv, thread
         except httpx.HTTPError:
             time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    from segx.serving import create_app
+    config = load_pipeline_config("semantic_segmentation", model=str(run_dir), device="cpu")
+    config["Serving"]["max_body_mb"] = 1
+    url, srv, thread = start_server(create_app(config))
     yield url
     srv.should_exit = True
     thread.join(timeout=30)
@@ -136,25 +142,11 @@ def test_health_and_unknown_route(server):
 def test_a_pdparams_model_serves_from_the_engine_thread(run_dir, data):
     """The dynamic graph runs in the server's engine thread (paddle keeps its mode per
     thread)."""
-    import uvicorn
-
     from segx.serving import create_app
     config = load_pipeline_config("semantic_segmentation", device="cpu",
                                   model=str(run_dir / "best_model" / "model.pdparams"))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
+    url, srv, thread = start_server(create_app(config))
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                httpx.get(f"{url}/health")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         r = httpx.post(f"{url}/semantic-segmentation", timeout=60,
                        json={"image": b64(data / "images" / "000.jpg")})
         assert r.status_code == 200 and r.json()["result"]["size"] == [64, 64]

@@ -21,7 +21,7 @@ from PIL import Image
 
 from segx.pipelines import load_pipeline_config
 from segx.serving_io import UrlFetcher, blocked_address
-from test_serving import free_port
+from test_serving import start_server
 
 ROUTE = "/semantic-segmentation"
 
@@ -96,24 +96,6 @@ class Site:
         self.httpd.server_close()
 
 
-def start(app) -> tuple[str, object]:
-    import uvicorn
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        timeout_keep_alive=5))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return url, srv
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
-
-
 @pytest.fixture(scope="module")
 def sites():
     internal, public = Site("127.0.0.1"), Site("127.0.0.2")
@@ -134,7 +116,7 @@ def server(run_dir, sites):
                               "url_timeout_s": 2, "max_in_flight": 16})
     fetcher = UrlFetcher(["*"], 2, 1 << 20,
                          blocked=lambda ip: str(ip) != "127.0.0.2" and blocked_address(ip))
-    url, srv = start(create_app(config, fetcher=fetcher))
+    url, srv, _ = start_server(create_app(config, fetcher=fetcher))
     yield url
     srv.should_exit = True
 
@@ -280,7 +262,7 @@ def test_a_chunked_upload_is_cut_at_the_byte_limit(server):
 def test_an_api_key_is_required_when_set(run_dir, data):
     from segx.serving import create_app
     config = load_pipeline_config("semantic_segmentation", model=str(run_dir), device="cpu")
-    url, srv = start(create_app(config, api_key="s3cret"))
+    url, srv, _ = start_server(create_app(config, api_key="s3cret"))
     try:
         good = body((data / "images" / "000.jpg").read_bytes())
         assert httpx.get(f"{url}/health").status_code == 200

@@ -119,10 +119,6 @@ def barrier() -> None:
     paddle.distributed.barrier()
 
 
-def amp_supported(device: str) -> bool:
-    return device.startswith("gpu")
-
-
 # --------------------------------------------------------------------------- steps
 class TrainStep:
     """forward, loss, backward, optimiser and scheduler step for one batch."""
