@@ -82,13 +82,14 @@ def test_the_old_run_evaluates_exports_and_predicts(old_run, tmp_path):
     assert r.returncode == 0, r.stderr
     result = json.loads((run / "evaluate_result.json").read_text())
     assert result["metrics"]["mIoU"] == pytest.approx(0.2653537326388889)  # as it trained
+    shutil.copytree(run / "best_model" / "inference", tmp_path / "old_export")
     r = run_cli("-c", str(run / "config.yaml"), "-o", "Global.mode=export",
                 "-o", f"Global.output={run}")
     assert r.returncode == 0, r.stderr
     from segx import create_model
     image = str(data / "images" / "000.jpg")
-    with create_model(run / "best_model" / "inference", device="cpu") as old, \
-            create_model(run / "inference", device="cpu") as new, \
+    with create_model(tmp_path / "old_export", device="cpu") as old, \
+            create_model(run, device="cpu") as new, \
             create_model(run / "best_model" / "model.pdparams", device="cpu") as dynamic:
         preds = [next(m.predict(image)).pred for m in (old, new, dynamic)]
         assert old.class_names == ["background", "disc", "box"]

@@ -166,14 +166,14 @@ def test_the_int8_export_records_both_mious_and_its_refusal(exported):
     assert q["drop"] == pytest.approx(100 * (q["miou_fp32"] - q["miou_int8"]))
     assert q["accepted"] is False and len(q["per_class"]) == 3
     from segx.config import parse_yaml
-    info = parse_yaml((exported / "inference" / "inference.yml").read_text())
-    assert info["Deploy"]["int8"]["accepted"] is False
-    assert (exported / "inference" / "inference_int8.xml").is_file()
+    info = parse_yaml((exported / "best_model" / "inference" / "inference.yml").read_text())
+    assert info["Deploy"]["int8"]["accepted"] is False and info["Deploy"]["int8"]["ms"] > 0
+    assert (exported / "best_model" / "inference" / "inference_int8.xml").is_file()
     assert set(info["Deploy"]["engines"]) == {"paddle", "openvino", "onnxruntime"}
     from segx import create_model
     with pytest.raises(ConfigError, match="does not use it"):
-        create_model(exported / "inference", precision="int8")
-    with create_model(exported / "inference", precision="auto") as m:
+        create_model(exported, precision="int8")  # the run folder reaches its int8 export
+    with create_model(exported, precision="auto") as m:
         assert m.engine.endswith("fp32")  # auto never uses a refused int8 model
 
 
@@ -182,7 +182,7 @@ def test_onnx_agrees_with_paddle_and_takes_any_size(exported, data):
     images = [str(data / "images" / "000.jpg"), str(data / "images" / "010.jpg")]  # 64², 96x64
     preds = {}
     for engine in ("paddle", "onnxruntime", "openvino"):
-        with create_model(exported / "inference", engine=engine) as m:
+        with create_model(exported, engine=engine) as m:
             preds[engine] = [r.pred for r in m.predict(images)]
             assert m.engine == f"{engine}-fp32" or m.engine.startswith("paddle-")
     for engine in ("onnxruntime", "openvino"):
@@ -197,7 +197,7 @@ def test_evaluate_measures_the_deployed_form(exported, data, tmp_path):
         out = tmp_path / f"{engine}{precision}"
         args = ["-c", "PP-LiteSeg-T", "-o", "Global.mode=evaluate", "-o",
                 f"Global.dataset_dir={data}", "-o", f"Global.output={out}", "-o",
-                f"Evaluate.weight_path={exported / 'inference'}", "-o",
+                f"Evaluate.weight_path={exported / 'best_model' / 'inference'}", "-o",
                 f"Evaluate.engine={engine}", "-o", f"Evaluate.precision={precision}"]
         r = run_cli(*args)
         if precision == "int8":  # refused: never silently used
@@ -225,11 +225,11 @@ def test_predict_and_serve_without_paddle(exported, data):
         from segx import create_model
         from segx.pipelines import load_pipeline_config
         from segx.serving import create_app
-        with create_model({str(exported / 'inference')!r}) as m:
+        with create_model({str(exported)!r}) as m:
             res = next(m.predict({str(data / 'images' / '000.jpg')!r}))
             print("engine", m.engine, res.pred.shape)
         config = load_pipeline_config("semantic_segmentation",
-                                      model={str(exported / 'inference')!r})
+                                      model={str(exported)!r})
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
         srv = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,

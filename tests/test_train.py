@@ -167,14 +167,14 @@ def test_export_reads_class_count_and_agrees(run_dir, tmp_path):
     assert res["num_classes"] == 3 and res["agreement"]["ok"]
     assert res["agreement"]["argmax_equal"] >= 0.999
     from segx.config import parse_yaml
-    info = parse_yaml((out / "inference" / "inference.yml").read_text())
+    exported = out / "best_model" / "inference"  # beside the weights, where create_model looks
+    info = parse_yaml((exported / "inference.yml").read_text())
     assert info["Deploy"]["output_op"] == "softmax" and info["Deploy"]["output_dtype"] == "float32"
     assert info["Deploy"]["input_shape"] == [1, 3, 64, 64]
     assert info["Global"] == {"model_name": "PP-LiteSeg-T", "num_classes": 3,
                               "class_names": ["background", "disc", "box"]}
     from segx.backend.engine import Engine
-    engine = Engine(out / "inference" / "inference.pdmodel",
-                    out / "inference" / "inference.pdiparams")
+    engine = Engine(exported / "inference.pdmodel", exported / "inference.pdiparams")
     probs = engine(np.zeros((1, 3, 64, 64), np.float32))
     assert probs.shape == (1, 3, 64, 64) and np.allclose(probs.sum(1), 1, atol=1e-4)
 

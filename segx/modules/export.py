@@ -1,12 +1,13 @@
-"""export mode: ``<Global.output>/inference/`` from a training run's weights.
+"""export mode: an ``inference/`` folder beside the weights it comes from.
 
-The weights are ``Export.weight_path`` (default ``<Global.output>/best_model/model.pdparams``);
+The weights are ``Export.weight_path`` (default ``<Global.output>/best_model/model.pdparams``),
+so by default export replaces ``best_model/inference``: the one place where a run's deployable
+model is found (``create_model(run)``, predict mode, pipelines), int8 included;
 the work is :func:`segx.exporting.export_run`: the Paddle model, each installed engine's
 exactness and speed, and on request ONNX (``Export.formats``) and int8 (``Export.quantize``).
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from segx.config import Config
 from segx.exporting import ExportOptions, export_run
@@ -19,7 +20,7 @@ def run(cfg: Config) -> dict:
     config_path = run_config_path(weights)
     options = ExportOptions.from_config(cfg)
     backend.set_device(backend.resolve_device(cfg.get("Global.device")))
-    target = Path(cfg.get("Global.output")) / "inference"
+    target = weights.parent / "inference"
     result = export_run(config_path, weights, target, options)
     a = result["agreement"]
     print(f"exported {weights} ({result['model_name']}, {result['num_classes']} classes) to "
@@ -33,5 +34,6 @@ def run(cfg: Config) -> dict:
         q = result["int8"]
         verdict = "accepted" if q["accepted"] else "REFUSED (beyond Export.int8_max_drop)"
         print(f"  int8: val mIoU {q['miou_int8']:.4f} against fp32 {q['miou_fp32']:.4f} "
-              f"(drop {q['drop']:.2f} points, limit {q['max_drop']}): {verdict}")
+              f"(drop {q['drop']:.2f} points, limit {q['max_drop']}): {verdict}; "
+              f"{q['ms']:.1f} ms against OpenVINO fp32's {q['fp32_ms']:.1f} ms")
     return result
