@@ -213,3 +213,186 @@ def test_a_genuine_resplit_killed_before_its_commit_is_discarded(tmp_path):
     (root / ".segx_split" / ".val.txt.ab12cd_3.tmp").write_text("half a li")
     assert not read_layout(root).problems
     assert _lists(root) == old and not (root / ".segx_split").exists()
+
+
+# ------------------------------------------------------------------- LabelMe conversion
+CONVERT = ("CheckDataset.convert.enable=True", "CheckDataset.convert.src_dataset_type=LabelMe")
+ALLOW = "CheckDataset.convert.allow_outside_image_paths=True"
+
+
+def _labelme(path: Path, image: str, shapes: list | None = None, hw=(40, 60)) -> None:
+    import json
+    shapes = shapes if shapes is not None else [
+        {"label": "box", "points": [[5, 5], [30, 30]], "shape_type": "rectangle"}]
+    path.write_text(json.dumps({"version": "5.0.0", "flags": {}, "shapes": shapes,
+                                "imagePath": image, "imageData": None,
+                                "imageHeight": hw[0], "imageWidth": hw[1]}))
+
+
+def _jpg(path: Path, colour: int) -> None:
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (60, 40), (colour, 0, 0)).save(path)
+
+
+def _crossed_project(tmp_path: Path) -> Path:
+    """proj/images/{a,b}.jpg, and the dataset proj/anno with lists and crossed imagePaths
+    (a.json uses b.jpg and b.json a.jpg), the layout that once lost a source image."""
+    proj = tmp_path / "proj"
+    _jpg(proj / "images" / "a.jpg", 10)
+    _jpg(proj / "images" / "b.jpg", 200)
+    anno = proj / "anno"
+    anno.mkdir()
+    _labelme(anno / "a.json", "../images/b.jpg")
+    _labelme(anno / "b.json", "../images/a.jpg")
+    (anno / "train_anno_list.txt").write_text("a.json\n")
+    (anno / "val_anno_list.txt").write_text("b.json\n")
+    return proj
+
+
+def _refused(rep: dict, *words: str) -> None:
+    assert rep["done_flag"] is False and rep["err_type"] == "DatasetError", rep
+    assert "\n" not in rep["err_msg"] and all(w in rep["err_msg"] for w in words), rep["err_msg"]
+
+
+@pytest.mark.parametrize("allow", [False, True])
+@pytest.mark.parametrize("output", [".", "anno", "anno/converted", "images", "images/sub"])
+def test_conversion_never_writes_into_its_sources(output, allow, tmp_path):
+    proj = _crossed_project(tmp_path)
+    before = _tree(proj)
+    rep = check(proj / "anno", tmp_path / "report", *CONVERT, *([ALLOW] if allow else []),
+                f"CheckDataset.convert.output_dir={(proj / output).resolve()}")
+    _refused(rep, "CheckDataset.convert.output_dir" if allow else "outside the dataset folder")
+    assert _tree(proj) == before  # every source byte-identical, nothing added
+
+
+def test_an_output_folder_beside_the_sources_is_fine(tmp_path):
+    proj = _crossed_project(tmp_path)
+    before = _tree(proj)
+    rep = check(proj / "anno", tmp_path / "report", *CONVERT, ALLOW,
+                f"CheckDataset.convert.output_dir={tmp_path / 'converted'}")
+    assert rep["check_pass"], rep
+    assert _tree(proj) == before
+
+
+def _outside_cases(tmp_path: Path) -> dict[str, str]:
+    secret = tmp_path / "elsewhere" / "secret.jpg"
+    _jpg(secret, 99)
+    ds = tmp_path / "ds"
+    _jpg(ds / "ok.jpg", 50)
+    _labelme(ds / "ok.json", "ok.jpg")
+    (ds / "linked.jpg").symlink_to(secret)
+    return {"dotdot": "../elsewhere/secret.jpg", "absolute": str(secret),
+            "link": "linked.jpg"}
+
+
+@pytest.mark.parametrize("case", ["dotdot", "absolute", "link"])
+def test_image_paths_outside_the_dataset_need_the_setting(case, tmp_path):
+    image = _outside_cases(tmp_path)[case]
+    ds = tmp_path / "ds"
+    _labelme(ds / "x.json", image)
+    before = _tree(ds, tmp_path / "elsewhere")
+    out = tmp_path / "conv"
+    rep = check(ds, tmp_path / "r1", *CONVERT, f"CheckDataset.convert.output_dir={out}")
+    _refused(rep, "x.json", "outside the dataset folder", ALLOW)
+    assert not out.exists() and _tree(ds, tmp_path / "elsewhere") == before
+    rep = check(ds, tmp_path / "r2", *CONVERT, ALLOW, f"CheckDataset.convert.output_dir={out}")
+    assert rep["check_pass"], rep
+    copied = next((out / "images").glob("x.*"))
+    assert copied.read_bytes() == (tmp_path / "elsewhere" / "secret.jpg").read_bytes()
+
+
+def test_annotation_list_entries_outside_the_dataset_need_the_setting(tmp_path):
+    _outside_cases(tmp_path)
+    ds = tmp_path / "ds"
+    _labelme(tmp_path / "elsewhere" / "far.json", "secret.jpg")
+    (ds / "train_anno_list.txt").write_text("ok.json\n")
+    (ds / "val_anno_list.txt").write_text("../elsewhere/far.json\n")
+    rep = check(ds, tmp_path / "r1", *CONVERT, f"CheckDataset.convert.output_dir={tmp_path / 'c'}")
+    _refused(rep, "val_anno_list.txt:1", "outside the dataset folder")
+    rep = check(ds, tmp_path / "r2", *CONVERT, ALLOW,
+                f"CheckDataset.convert.output_dir={tmp_path / 'c'}")
+    assert rep["check_pass"], rep
+
+
+def _png_bomb(width: int, height: int, rows: int | None = None) -> bytes:
+    """A valid 8-bit grey PNG of ``width`` x ``height`` zeros (``rows`` of them written;
+    fewer makes a truncated one), built row by row so the test itself stays small."""
+    import struct
+    import zlib as z
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", z.crc32(kind + data) & 0xFFFFFFFF)
+    comp, row, parts = z.compressobj(9), b"\0" * (width + 1), []
+    for _ in range(height if rows is None else rows):
+        parts.append(comp.compress(row))
+    parts.append(comp.flush())
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0,
+                                                              0, 0))
+            + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
+def _mask_dataset(ds: Path, png: bytes) -> None:
+    import base64
+    _jpg(ds / "ok.jpg", 50)
+    _labelme(ds / "ok.json", "ok.jpg")
+    _jpg(ds / "m.jpg", 60)
+    _labelme(ds / "m.json", "m.jpg", [{"label": "blob", "points": [[0, 0], [59, 39]],
+                                       "shape_type": "mask",
+                                       "mask": base64.b64encode(png).decode()}])
+
+
+def _convert_in_a_child(ds: Path, out: Path) -> tuple[str, int]:
+    """(what ``convert`` raised, peak RSS in MiB) in a fresh process."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    code = ("import resource, sys\nfrom pathlib import Path\n"
+            "from segx.datasets.labelme import convert\n"
+            "try:\n    convert(Path(sys.argv[1]), Path(sys.argv[2]), 0)\n    print('converted')\n"
+            "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(ds), str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and len(lines) == 2, r.stdout + r.stderr
+    return lines[0], int(lines[1])
+
+
+@pytest.mark.parametrize("dims", [(13000, 13000), (100_000, 100_000), (61, 40)])
+def test_a_mask_larger_than_its_image_is_refused_before_decoding(dims, tmp_path):
+    """13000 x 13000 is under Pillow's own bomb limit (169 MB of grey decoded, twice that as
+    booleans); 100000 x 100000 is above it; 61 x 40, one column wider than the image, is the
+    edge of the rule."""
+    _mask_dataset(tmp_path / "good", _png_bomb(60, 40))
+    said, baseline = _convert_in_a_child(tmp_path / "good", tmp_path / "c0")
+    assert said == "converted"
+    _mask_dataset(tmp_path / "ds", _png_bomb(*dims, rows=None if dims[0] < 20000 else 1))
+    said, peak = _convert_in_a_child(tmp_path / "ds", tmp_path / "c1")
+    assert peak - baseline < 64, (peak, baseline, said)  # MiB: nothing was decoded
+    assert said.startswith("DatasetError") and "m.json" in said and "mask declares" in said, said
+
+
+def test_huge_or_deep_annotation_files_are_one_line_errors(tmp_path):
+    ds = tmp_path / "ds"
+    _jpg(ds / "ok.jpg", 50)
+    _labelme(ds / "ok.json", "ok.jpg")
+    with open(ds / "big.json", "wb") as f:
+        f.truncate((64 << 20) + 1)  # sparse: no disk used
+    rep = check(ds, tmp_path / "r1", *CONVERT, f"CheckDataset.convert.output_dir={tmp_path / 'c'}")
+    _refused(rep, "big.json", "larger than 64 MiB")
+    (ds / "big.json").unlink()
+    (ds / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    rep = check(ds, tmp_path / "r2", *CONVERT, f"CheckDataset.convert.output_dir={tmp_path / 'c'}")
+    _refused(rep, "deep.json", "nested too deeply")
+
+
+def test_a_huge_image_is_refused_from_its_header(tmp_path):
+    ds = tmp_path / "ds"
+    _jpg(ds / "ok.jpg", 50)
+    _labelme(ds / "ok.json", "ok.jpg")
+    (ds / "big.png").write_bytes(_png_bomb(12000, 9000, rows=1))
+    _labelme(ds / "big.json", "big.png")
+    rep = check(ds, tmp_path / "r", *CONVERT, f"CheckDataset.convert.output_dir={tmp_path / 'c'}")
+    _refused(rep, "big.json", "12000x9000", "100,000,000 pixels")

@@ -13,7 +13,7 @@ sub-folders, its path (``cam_a/000.json`` -> ``cam_a_000``); an image is always 
 own sample's name, so no image is ever paired with another image's labels.
 
 Sources are never written: the output folder may neither contain nor lie inside the dataset
-folder, a folder of annotations or an image used (resolved paths, checked before anything is
+folder, a folder of annotations or of images used (resolved paths, checked before anything is
 written). Annotation files and ``imagePath``s that lead outside the dataset folder (absolute,
 ``../`` or through links) are refused unless ``allow_outside`` is set. Text files are read up to
 :data:`MAX_TEXT_BYTES`, images up to :data:`MAX_PIXELS`.
@@ -24,6 +24,7 @@ import json
 import os
 import random
 import stat
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -204,8 +205,10 @@ def _image_for(json_path: Path, ann: dict, root: Path, allow: bool) -> Path:
 def _image_size(json_path: Path, image: Path) -> tuple[int, int]:
     """(height, width) from the image's header, refusing more than MAX_PIXELS."""
     try:
-        with Image.open(image) as im:
-            w, h = im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            with Image.open(image) as im:
+                w, h = im.size
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"{json_path}: its image {image} cannot be read ({exc}).",
                            solution="replace the image.") from None
@@ -231,12 +234,12 @@ def _plan(loaded: dict, root: Path, class_ids: dict, allow: bool) -> dict:
 
 def _check_target(target: Path, root: Path, plan: dict) -> None:
     """Refuse an output folder that contains, or lies inside, a source (the dataset folder, a
-    folder of annotations, an image used), compared by resolved path."""
+    folder of annotations or of images used), compared by resolved path."""
     out = target.resolve()
     sources = {root.resolve()}
     for items in plan.values():
         for json_path, _, image in items:
-            sources |= {json_path.resolve().parent, image.resolve()}
+            sources |= {json_path.resolve().parent, image.resolve().parent}
     for src in sorted(sources):
         if out.is_relative_to(src) or src.is_relative_to(out):
             where = "is" if out == src else "is inside" if out.is_relative_to(src) else "contains"
