@@ -396,3 +396,18 @@ def test_a_huge_image_is_refused_from_its_header(tmp_path):
     _labelme(ds / "big.json", "big.png")
     rep = check(ds, tmp_path / "r", *CONVERT, f"CheckDataset.convert.output_dir={tmp_path / 'c'}")
     _refused(rep, "big.json", "12000x9000", "100,000,000 pixels")
+
+
+def test_malformed_fields_and_too_many_classes_are_one_line_errors(tmp_path):
+    ds = tmp_path / "ds"
+    _jpg(ds / "ok.jpg", 50)
+    _labelme(ds / "ok.json", "ok.jpg")
+    _jpg(ds / "bad.jpg", 50)
+    _labelme(ds / "bad.json", "bad.jpg", [{"points": [[1, 1], [5, 5]], "shape_type": "line"}])
+    rep = check(ds, tmp_path / "r1", *CONVERT, f"CheckDataset.convert.output_dir={tmp_path / 'c'}")
+    _refused(rep, "bad.json", "text 'label'")
+    (ds / "bad.json").unlink()
+    (ds / "labels.txt").write_text("__ignore__\n_background_\n" +
+                                   "".join(f"c{k}\n" for k in range(300)))  # ids up to 300
+    rep = check(ds, tmp_path / "r2", *CONVERT, f"CheckDataset.convert.output_dir={tmp_path / 'c'}")
+    _refused(rep, "301 classes", "at most 255")

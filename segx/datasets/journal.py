@@ -37,8 +37,9 @@ MAX_COMMIT_BYTES = 4096
 _ENTRY = re.compile(r"(?:train\.txt|val\.txt|test\.txt|COMMIT)"
                     r"|\.(?:train\.txt|val\.txt|test\.txt|COMMIT)\.[A-Za-z0-9_]{1,16}\.tmp")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-FIX = "segx did not write it (or its key changed), so its lists were left as they are; " \
-      "delete the folder '{journal}' and check train.txt/val.txt/test.txt."
+FIX = "segx left it and the lists as they are (it cannot prove it wrote it, or could not " \
+      "finish it): delete the folder '{journal}' and check that train.txt/val.txt/test.txt " \
+      "hold the split you want."
 
 
 class _Refused(Exception):
