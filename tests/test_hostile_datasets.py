@@ -411,3 +411,17 @@ def test_malformed_fields_and_too_many_classes_are_one_line_errors(tmp_path):
                                    "".join(f"c{k}\n" for k in range(300)))  # ids up to 300
     rep = check(ds, tmp_path / "r2", *CONVERT, f"CheckDataset.convert.output_dir={tmp_path / 'c'}")
     _refused(rep, "301 classes", "at most 255")
+
+
+def test_a_key_others_can_read_is_not_used(tmp_path, home, capsys):
+    from segx.datasets.journal import stage
+    from segx.errors import DatasetError
+    root = make_dataset(tmp_path / "d")
+    stage(root, {"train": ["x y"], "val": ["y z"]}, drop=[])  # committed, not yet applied
+    before = _tree(root)
+    os.chmod(home / "journal.key", 0o644)
+    _read_refusing(root, capsys)  # a key others could read proves nothing
+    assert _tree(root) == before
+    (root / ".segx_split" / "COMMIT").unlink()
+    with pytest.raises(DatasetError, match="readable by its owner only"):
+        stage(root, {"train": ["x y"], "val": ["y z"]}, drop=[])

@@ -89,11 +89,18 @@ def _key(create: bool) -> bytes:
             raise DatasetError(f"cannot create the re-split key {path} ({exc.strerror}).",
                                solution="make $SEGX_HOME writable or point it elsewhere.") from None
     try:
-        return _read_key(path)
-    except FileNotFoundError:
-        raise _Refused(f"no key {path} exists, so segx wrote no journal here") from None
-    except OSError as exc:
-        raise _Refused(f"the key {path} cannot be read ({exc.strerror})") from None
+        try:
+            return _read_key(path)
+        except FileNotFoundError:
+            raise _Refused(f"no key {path} exists, so segx wrote no journal here") from None
+        except OSError as exc:
+            raise _Refused(f"the key {path} cannot be read ({exc.strerror})") from None
+    except _Refused as exc:
+        if not create:
+            raise
+        raise DatasetError(f"cannot re-split: {exc}.",
+                           solution=f"run 'chmod 600 {path}', or delete it (segx makes a new "
+                                    "one).") from None
 
 
 def sign(text: str, key: bytes | None = None) -> str:
