@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from segx.constants import IMAGE_SUFFIXES
-from segx.datasets.journal import JOURNAL, fix_for, recover, replace_lists  # noqa: F401
+from segx.datasets.journal import JOURNAL, fix_for, recover
 
 SPLITS = ("train", "val", "test")
 
