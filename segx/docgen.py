@@ -34,6 +34,7 @@ and adds a step; a test compares the keys with the recorded list.
 | from | to | what changed |
 |---|---|---|
 | 1 | 2 | `Train.pretrain_weight_path` became `Train.pretrained` (null became `none`); `Meta.pretrained_url` became `Meta.weights`; `Predict.run_mode` became `Predict.engine` + `Predict.onednn` (`mkldnn` -> `paddle` + `true`, `paddle` -> `paddle` + `false`); new keys (`Predict.precision`, `CheckDataset.class_names` ...) take their defaults |
+| 2 | 3 | new key `CheckDataset.convert.allow_outside_image_paths` (default `false`: LabelMe files outside the dataset folder are refused) |
 
 A misspelt key is an error with the closest keys, in a YAML, in `-o` and in
 `Config.get("Dotted.key")` alike.

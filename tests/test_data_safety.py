@@ -45,14 +45,16 @@ def test_labelme_samples_with_the_same_name_in_two_folders_stay_apart(tmp_path):
         ids = np.asarray(Image.open(label))
         x = 5 + 10 * int(k) + (20 if cam == "cam_b" else 0)
         assert ids[10, x + 4] == 1 and ids[10, (x + 30) % 60] == 0
-    again = check(src, tmp_path / "out", "CheckDataset.convert.enable=True",
-                  "CheckDataset.convert.src_dataset_type=LabelMe",
-                  f"CheckDataset.convert.output_dir={src / 'converted'}")
-    assert again["check_pass"]  # its own report and output inside the source are not LabelMe
-    third = check(src, tmp_path / "out", "CheckDataset.convert.enable=True",
-                  "CheckDataset.convert.src_dataset_type=LabelMe",
-                  f"CheckDataset.convert.output_dir={src / 'converted'}")
-    assert third["conversion"]["samples"] == again["conversion"]["samples"]
+    before = digest(src)
+    inside = check(src, tmp_path / "out", "CheckDataset.convert.enable=True",
+                   "CheckDataset.convert.src_dataset_type=LabelMe",
+                   f"CheckDataset.convert.output_dir={src / 'converted'}")
+    assert "is inside the LabelMe source" in inside["err_msg"] and digest(src) == before
+    for _ in range(2):  # into a new folder, then over that conversion
+        again = check(src, tmp_path / "out", "CheckDataset.convert.enable=True",
+                      "CheckDataset.convert.src_dataset_type=LabelMe",
+                      f"CheckDataset.convert.output_dir={tmp_path / 'converted'}")
+        assert again["conversion"]["samples"] == rep["conversion"]["samples"]
 
 
 SHAPES = [

@@ -1,14 +1,12 @@
 """The reference dataset layout: list files of ``<image> <label>`` lines, and problem records."""
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from segx.constants import IMAGE_SUFFIXES
-from segx.fileio import write_text
+from segx.datasets.journal import JOURNAL, fix_for, recover
 
 SPLITS = ("train", "val", "test")
 
@@ -132,8 +130,10 @@ def dataset_root(cfg) -> Path:
 def read_layout(root: Path) -> Layout:
     """Read ``train.txt``, ``val.txt`` and optional ``test.txt`` under ``root`` (finishing or
     undoing a re-split that was killed first)."""
-    recover(root)
     layout = Layout(root)
+    for message in recover(root):
+        layout.problems.append(Problem("warning", "foreign_journal", message, fix_for(root),
+                                       JOURNAL))
     for split in SPLITS:
         path = root / f"{split}.txt"
         if path.is_file():
@@ -151,40 +151,3 @@ def read_layout(root: Path) -> Layout:
                 "error", "empty_split", f"{split}.txt lists no samples.",
                 f"add samples to {split}.txt or re-split the dataset.", f"{split}.txt"))
     return layout
-
-
-# --------------------------------------------------------------------------- one unit
-JOURNAL = ".segx_split"
-
-
-def recover(root: Path) -> None:
-    """Finish or undo a re-split that was killed: a committed journal is applied, an
-    uncommitted one discarded. Every reader of the lists calls this first, so a kill at any
-    instant leaves either the old split or the new one."""
-    journal = root / JOURNAL
-    if not journal.is_dir():
-        return
-    if (journal / "COMMIT").is_file():
-        for name in (journal / "COMMIT").read_text(encoding="utf-8").split():
-            staged = journal / name
-            if staged.is_file():
-                os.replace(staged, root / name)
-            elif name.startswith("-") and (root / name[1:]).is_file():
-                os.remove(root / name[1:])  # a list the new split no longer has
-    shutil.rmtree(journal, ignore_errors=True)
-
-
-def replace_lists(root: Path, lists: dict[str, list[str]], drop: list[str]) -> None:
-    """Write ``{split: lines}`` and delete the ``drop`` splits as one unit (a journal, then a
-    commit marker written atomically, then the renames)."""
-    recover(root)
-    journal = root / JOURNAL
-    journal.mkdir()
-    names = []
-    for split, rows in lists.items():
-        write_text(journal / f"{split}.txt", "\n".join(rows) + "\n")
-        names.append(f"{split}.txt")
-    names += [f"-{split}.txt" for split in drop]
-    write_text(journal / "COMMIT.tmp", "\n".join(names) + "\n")
-    os.replace(journal / "COMMIT.tmp", journal / "COMMIT")  # the instant the new split exists
-    recover(root)

@@ -4,7 +4,8 @@ type with labelme's own output, pixel for pixel), without labelme and its GUI st
 Shapes are painted in file order, a later shape over an earlier one. Polygons, rectangles,
 circles and oriented rectangles are filled with their outline; lines and line strips are 10
 pixels wide; a point is a disc of radius 5; a ``mask`` shape is a base64 PNG placed at its
-top-left point.
+top-left point, and may not be larger than the image (checked from its PNG header before it is
+decoded).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import base64
 import binascii
 import io
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,10 @@ NEEDED = {"circle": 2, "rectangle": 2, "line": 2, "point": 1, "oriented_rectangl
 
 class ShapeError(ValueError):
     """A shape labelme itself would refuse (wrong point count, unknown type, bad mask)."""
+
+
+class _TooLarge(Exception):
+    """A mask larger than its image (raised inside the decoder's ``try``)."""
 
 
 def _points(shape: dict) -> list[tuple[float, float]]:
@@ -70,15 +76,32 @@ def shape_mask(hw: tuple[int, int], shape: dict) -> np.ndarray:
     return np.asarray(canvas, dtype=bool)
 
 
+def _decode_mask(data: str, hw: tuple[int, int]) -> np.ndarray:
+    """The PNG in ``data`` as booleans; its size is read from the header first and may not
+    exceed the image's (a small string declaring a huge PNG is refused before decoding)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            im = Image.open(io.BytesIO(base64.b64decode(data, validate=True)), formats=["PNG"])
+        with im:
+            w, h = im.size
+            if w > hw[1] or h > hw[0]:
+                raise _TooLarge(f"its mask declares {w}x{h} pixels, more than its "
+                                f"{hw[1]}x{hw[0]} image")
+            return np.asarray(im).astype(bool)
+    except (binascii.Error, ValueError, OSError, UnidentifiedImageError):
+        raise ShapeError("its 'mask' is not a base64 PNG") from None
+    except Image.DecompressionBombError:
+        raise ShapeError("its mask declares more pixels than any image may have") from None
+    except _TooLarge as exc:
+        raise ShapeError(str(exc)) from None
+
+
 def _mask_shape(hw: tuple[int, int], shape: dict, xy: list[tuple[float, float]]) -> np.ndarray:
     data = shape.get("mask")
     if not isinstance(data, str) or len(xy) != 2:
         raise ShapeError("a mask shape needs a base64 PNG 'mask' and two corner points")
-    try:
-        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as im:
-            part = np.asarray(im).astype(bool)
-    except (binascii.Error, ValueError, OSError, UnidentifiedImageError):
-        raise ShapeError("its 'mask' is not a base64 PNG") from None
+    part = _decode_mask(data, hw)
     if part.ndim != 2:
         raise ShapeError("its 'mask' is not a single-channel image")
     (x1, y1), (x2, y2) = np.asarray(xy).astype(int)

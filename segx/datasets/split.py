@@ -9,7 +9,8 @@ from pathlib import Path
 from segx.errors import DatasetError
 from segx.fileio import copy_file
 from segx.constants import IMAGE_SUFFIXES
-from segx.datasets.layout import SPLITS, Layout, read_list, recover, replace_lists
+from segx.datasets.journal import fix_for, recover, replace_lists
+from segx.datasets.layout import SPLITS, Layout, read_list
 
 
 def _percents(train: int | None, val: int | None, test: int | None) -> list[int]:
@@ -95,7 +96,9 @@ def split_dataset(root: Path, train: int | None, val: int | None, test: int | No
     that changes is backed up first.
     """
     percents = _percents(train, val, test)
-    recover(root)
+    refused = recover(root)
+    if refused:  # before any backup: nothing is written beside a journal segx cannot trust
+        raise DatasetError(f"cannot re-split: {refused[0]}", solution=fix_for(root))
     keep_test = not test and (root / "test.txt").is_file()
     pooled = [sp for sp in SPLITS if not (sp == "test" and keep_test)]
     scratch = Layout(root)

@@ -61,7 +61,8 @@ def _convert_and_split(cfg: Config, root: Path, out: Path, notes: dict) -> Path:
                                solution="add -o CheckDataset.convert.src_dataset_type=LabelMe.")
         from segx.datasets.labelme import convert
         target = Path(cfg.get("CheckDataset.convert.output_dir") or out / "converted_dataset")
-        notes["conversion"] = convert(root, target, cfg.get("Global.seed"))
+        notes["conversion"] = convert(root, target, cfg.get("Global.seed"),
+                                      cfg.get("CheckDataset.convert.allow_outside_image_paths"))
         root = target
     if cfg.get("CheckDataset.split.enable"):
         from segx.datasets.split import split_dataset
