@@ -181,3 +181,160 @@ def test_honest_files_of_every_protocol_still_load(tmp_path):
         loaded = safe_pickle.loads(data, "ok")
         assert np.array_equal(loaded["state"]["w"], state["w"]) and loaded["again"]["n"] == 3
         assert loaded["state"]["meta"] == state["meta"] and list(loaded["s"]) == [1, 1, 1]
+
+
+# --------------------------------------------------------------------------- archives
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("SEGX_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sparse_tar(name: str, real_size: int) -> bytes:
+    """A GNU tar whose one member is sparse: 1 byte stored, ``real_size`` bytes unpacked."""
+    info = tarfile.TarInfo(name)
+    info.size = 1
+    head = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+    head[156:157] = tarfile.GNUTYPE_SPARSE
+    head[386:398] = b"%011o\0" % (real_size - 1)  # one region: (offset, length)
+    head[398:410] = b"%011o\0" % 1
+    head[483:495] = b"%011o\0" % real_size  # the unpacked size
+    head[148:156] = b" " * 8
+    head[148:155] = b"%06o\0" % sum(head)
+    return bytes(head) + b"x" + bytes(511) + bytes(1024)
+
+
+def entry_files(url: str) -> list[str]:
+    """What the cache entry of ``url`` holds besides its lock file."""
+    from segx.weights import entry_dir
+    folder = entry_dir(url)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.name != ".lock" and not p.is_dir()) if folder.is_dir() else []
+
+
+ARCHIVE_URL = "https://example.invalid/paddleseg/dygraph/hostile.tar.gz"
+
+
+@pytest.mark.parametrize("case", ["sparse", "bomb", "members"])
+def test_hostile_archives_are_refused_on_import(home, tmp_path, case):
+    data = {
+        "sparse": lambda: sparse_tar("model.pdparams", 64 << 20),
+        "bomb": lambda: tar_bytes({"model.pdparams": bytes(64 << 20)}),  # 64 MiB in ~64 KB
+        "members": lambda: tar_bytes({f"d/{i}.txt": b"" for i in range(5000)}
+                                     | {"model.pdparams": b"w"}),
+    }[case]()
+    archive = write(tmp_path, "hostile.tar.gz", data)
+    assert archive.stat().st_size < 1 << 20
+    r = run_cli("weights", "import", str(archive), "--url", ARCHIVE_URL)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert ARCHIVE_URL in r.stderr
+    assert {"sparse": "not a plain file", "bomb": "more bytes than allowed",
+            "members": "too many entries"}[case] in r.stderr
+    assert entry_files(ARCHIVE_URL) == []
+
+
+def test_the_archive_limits_are_settings(home, tmp_path, monkeypatch):
+    from segx.weights import import_file
+    archive = write(tmp_path, "ok.tar.gz", tar_bytes({"model.pdparams": bytes(20 << 20)}))
+    with pytest.raises(WeightsError, match="SEGX_WEIGHTS_MAX_RATIO"):
+        import_file(archive, ARCHIVE_URL)
+    monkeypatch.setenv("SEGX_WEIGHTS_MAX_RATIO", "100000")
+    assert import_file(archive, ARCHIVE_URL).stat().st_size == 20 << 20
+    monkeypatch.setenv("SEGX_WEIGHTS_MAX_MEMBERS", "1")
+    many = write(tmp_path, "many.tar", tar_bytes({"a/model.pdparams": b"1", "b": b"2"}, "w"))
+    with pytest.raises(WeightsError, match="too many entries"):
+        import_file(many, ARCHIVE_URL.replace(".tar.gz", "2.tar"))
+
+
+def test_a_changed_extracted_file_is_extracted_again(home, tmp_path, monkeypatch):
+    from segx.weights import entry_dir, fetch
+    url = "https://example.invalid/paddleseg/dygraph/checked.tar.gz"
+    with WeightsServer({urlsplit(url).path: tar_bytes({"m/model.pdparams": b"original"})}) \
+            as server:
+        monkeypatch.setenv("SEGX_WEIGHTS_MIRROR", server.url)
+        path = fetch(url)
+    source = json.loads((entry_dir(url) / "source.json").read_text())
+    assert source["extracted"] == {"file": "m/model.pdparams",
+                                   "sha256": __import__("hashlib").sha256(b"original")
+                                   .hexdigest()}
+    path.write_bytes(b"tampered")
+    assert fetch(url).read_bytes() == b"original"  # server gone: from the checked archive
+    path.write_bytes(b"tampered")
+    (entry_dir(url) / "checked.tar.gz").write_bytes(tar_bytes({"m/model.pdparams": b"evil"}))
+    with pytest.raises(WeightsError, match="does not match its sha256"):
+        fetch(url)
+
+
+# --------------------------------------------------------------------------- downloads
+URL = "https://example.invalid/paddleseg/dygraph/hostile.pdparams"
+PATH = urlsplit(URL).path
+
+
+def test_a_206_for_another_range_restarts_instead_of_splicing(home, monkeypatch):
+    from segx.weights import entry_dir, fetch
+    payload = os.urandom(300_000)
+    part = entry_dir(URL) / "hostile.pdparams.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"the start of an older, different file" * 100)
+    with WeightsServer({PATH: payload}) as server:
+        monkeypatch.setenv("SEGX_WEIGHTS_MIRROR", server.url)
+        server.modes[PATH] = "wrong-range"
+        assert fetch(URL).read_bytes() == payload
+        assert [r for r, _ in server.gets(PATH)] == [f"bytes={3700}-", None]
+
+
+def test_redirects_to_another_host_need_the_setting(home, monkeypatch):
+    from segx.weights import fetch
+    payload = b"weights on the other host"
+    with WeightsServer({"/elsewhere.pdparams": payload}) as server:
+        monkeypatch.setenv("SEGX_WEIGHTS_MIRROR", server.url)
+        server.modes[PATH] = f"redirect:http://localhost:{server.port}/elsewhere.pdparams"
+        with pytest.raises(WeightsError, match="SEGX_WEIGHTS_ALLOW_REDIRECT") as info:
+            fetch(URL)
+        assert "localhost" in str(info.value) and "\n" not in str(info.value)
+        assert entry_files(URL) == [] and server.gets("/elsewhere.pdparams") == []
+        server.modes[PATH] = f"redirect:{server.url}/elsewhere.pdparams"  # the same host
+        assert fetch(URL).read_bytes() == payload
+        other = URL.replace("hostile", "other")
+        server.modes[urlsplit(other).path] = \
+            f"redirect:http://localhost:{server.port}/elsewhere.pdparams"
+        monkeypatch.setenv("SEGX_WEIGHTS_ALLOW_REDIRECT", "mirror.example.com, localhost")
+        assert fetch(other).read_bytes() == payload
+
+
+FETCH = ("from segx.weights import fetch\n"
+         "fetch(sys.argv[1])\n"
+         "out = {'fetched': True}")
+
+
+def test_a_download_has_a_total_deadline(home, tmp_path):
+    with WeightsServer({PATH: b"unused"}) as server:
+        server.modes[PATH] = "endless"
+        result = isolated(FETCH, URL, env={"SEGX_HOME": str(home), "SEGX_WEIGHTS_DEADLINE": "2",
+                                           "SEGX_WEIGHTS_MIRROR": server.url})
+    assert result.get("error") == "WeightsError" and "\n" not in result["message"], result
+    assert "SEGX_WEIGHTS_DEADLINE" in result["message"] and URL in result["message"]
+    assert entry_files(URL) == []
+
+
+@pytest.mark.parametrize("mode", ["flood", "claim:10737418240"])
+def test_a_download_has_a_size_cap(home, monkeypatch, mode):
+    from segx.weights import fetch
+    monkeypatch.setenv("SEGX_WEIGHTS_MAX_MB", "4")
+    with WeightsServer({PATH: bytes(16 << 20)}) as server:
+        monkeypatch.setenv("SEGX_WEIGHTS_MIRROR", server.url)
+        server.modes[PATH] = mode
+        with pytest.raises(WeightsError, match="larger than 4 MB.*SEGX_WEIGHTS_MAX_MB") as info:
+            fetch(URL)
+    assert "\n" not in str(info.value) and entry_files(URL) == []
