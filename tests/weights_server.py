@@ -25,7 +25,8 @@ class WeightsServer:
         self.files = dict(files or {})
         self.modes: dict[str, str] = {}
         self.delay_s, self.chunk = delay_s, chunk
-        self.log: list[tuple[str, str | None, int]] = []  # (path, Range header, bytes sent)
+        # [path, Range header, bytes sent (-1: the client left)], in the order requests came
+        self.log: list[list] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,20 +37,20 @@ class WeightsServer:
                 path = self.path.split("?")[0]
                 data, mode = server.files.get(path), server.modes.get(path, "")
                 rng = self.headers.get("Range")
+                entry = [path, rng, 0]
+                server.log.append(entry)
                 if mode.startswith("redirect:"):
                     self.send_response(302)
                     self.send_header("Location", mode.split(":", 1)[1])
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                    server.log.append((path, rng, 0))
                     return
                 if data is None:
                     self.send_error(404)
-                    server.log.append((path, None, 0))
                     return
-                server.log.append((path, rng, self.answer(data, mode, rng)))
+                self.answer(data, mode, rng, entry)
 
-            def answer(self, data: bytes, mode: str, rng: str | None) -> int:
+            def answer(self, data: bytes, mode: str, rng: str | None, entry: list) -> None:
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
                 if mode == "wrong-range":
                     start = 0
@@ -70,18 +71,16 @@ class WeightsServer:
                             self.wfile.write(b"\0" * 1024)
                             self.wfile.flush()
                             time.sleep(0.02)
-                    return self.body(data, start)
+                    self.body(data, start, entry)
                 except (BrokenPipeError, ConnectionResetError):
-                    return -1
+                    entry[2] = -1
 
-            def body(self, data: bytes, start: int) -> int:
-                sent = 0
+            def body(self, data: bytes, start: int, entry: list) -> None:
                 for k in range(start, len(data), server.chunk):
+                    entry[2] += len(data[k:k + server.chunk])  # counted before the client has it
                     self.wfile.write(data[k:k + server.chunk])
-                    sent += len(data[k:k + server.chunk])
                     if server.delay_s:
                         time.sleep(server.delay_s)
-                return sent
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
