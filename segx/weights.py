@@ -335,13 +335,13 @@ class _ArchiveLimits:
         self.members = int(setting(MAX_MEMBERS_ENV))
         self.url, self.written = url, 0
 
-    def refuse(self, what: str = "") -> None:
+    def refuse(self, what: str) -> None:
         raise WeightsError(
-            f"the archive {self.url} {what or 'unpacks to more than the limit'} (at most "
-            f"{self.members} entries and {self.bytes / 2**20:.0f} MB: {MAX_MB_ENV}, and "
-            f"{MAX_RATIO_ENV} times its size), so segx refused it.",
-            solution="use the official archive; if it really is this large, raise those "
-                     "settings.")
+            f"the archive {self.url} {what} (allowed here: {self.members} entries, "
+            f"{self.bytes / 2**20:.0f} MB unpacked), so segx refused it.",
+            solution=f"use the official archive; if it really is this large, raise "
+                     f"{MAX_MEMBERS_ENV}, {MAX_MB_ENV} or {MAX_RATIO_ENV} (unpacked bytes per "
+                     "archive byte).")
 
     def write(self, src, dest: Path) -> None:
         """Copy one member, counting bytes as they are written (not trusting its header)."""
