@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib  # noqa: F401
 
+import gzip
 import io
 import json
 import os
@@ -338,3 +339,19 @@ def test_a_download_has_a_size_cap(home, monkeypatch, mode):
         with pytest.raises(WeightsError, match="larger than 4 MB.*SEGX_WEIGHTS_MAX_MB") as info:
             fetch(URL)
     assert "\n" not in str(info.value) and entry_files(URL) == []
+
+
+def test_tarfiles_own_header_reading_is_capped(home, tmp_path):
+    # a 1 GiB pax header (zeros, ~1 MB compressed): tarfile reads a header whole into memory
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, 1 << 30
+    zeros = gzip.compress(bytes(1 << 24), 9)  # gzip members concatenate
+    archive = write(tmp_path, "pax.tar.gz", gzip.compress(info.tobuf(tarfile.USTAR_FORMAT))
+                    + zeros * 64)
+    assert archive.stat().st_size < 4 << 20
+    code = ("from segx.weights import import_file\n"
+            "import_file(sys.argv[1], sys.argv[2])\n"
+            "out = {'imported': True}")
+    result = isolated(code, str(archive), ARCHIVE_URL, env={"SEGX_HOME": str(home)})
+    refused(result, "holds more data than allowed", ARCHIVE_URL)
+    assert entry_files(ARCHIVE_URL) == []
