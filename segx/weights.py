@@ -250,7 +250,15 @@ def _download(url: str, part: Path, label: str) -> None:
         have = part.stat().st_size if part.is_file() else 0
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         timeout = max(0.1, min(READ_TIMEOUT_S, deadline - time.monotonic()))
-        with _opener().open(request, timeout=timeout) as resp:
+        try:
+            resp = _opener().open(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 416 or not have:
+                raise
+            exc.close()
+            part.unlink(missing_ok=True)  # the partial file is longer than the file: restart
+            continue
+        with resp:
             if resp.status == 206 and _range_start(resp) != have:
                 part.unlink(missing_ok=True)  # another range than asked: never splice
                 continue

@@ -295,6 +295,18 @@ def test_a_206_for_another_range_restarts_instead_of_splicing(home, monkeypatch)
         assert [r for r, _ in server.gets(PATH)] == [f"bytes={3700}-", None]
 
 
+def test_a_partial_file_longer_than_the_file_restarts(home, monkeypatch):
+    from segx.weights import entry_dir, fetch
+    payload = os.urandom(1000)
+    part = entry_dir(URL) / "hostile.pdparams.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(os.urandom(5000))  # a longer file once served at this address
+    with WeightsServer({PATH: payload}) as server:
+        monkeypatch.setenv("SEGX_WEIGHTS_MIRROR", server.url)
+        assert fetch(URL).read_bytes() == payload
+        assert [r for r, _ in server.gets(PATH)] == ["bytes=5000-", None]
+
+
 def test_redirects_to_another_host_need_the_setting(home, monkeypatch):
     from segx.weights import fetch
     payload = b"weights on the other host"

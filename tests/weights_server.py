@@ -4,6 +4,8 @@ and a log of what it served.
 
 ``modes[path]`` makes one path misbehave the way a hostile or broken server does:
 
+A ``Range`` starting at or past the end gets ``416``.
+
 * ``"wrong-range"``: a ``Range`` request gets a ``206`` for the whole file (``Content-Range:
   bytes 0-...``), not the range asked for;
 * ``"redirect:URL"``: a ``302`` to ``URL``;
@@ -54,6 +56,9 @@ class WeightsServer:
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
                 if mode == "wrong-range":
                     start = 0
+                if start >= len(data) > 0:
+                    self.send_error(416)
+                    return
                 self.send_response(206 if rng else 200)
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
