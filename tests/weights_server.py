@@ -1,5 +1,19 @@
 """A real HTTP server on 127.0.0.1 that serves generated files at the official paths (through
-SEGX_WEIGHTS_MIRROR), with Range support, an optional trickle, and a log of what it served."""
+SEGX_WEIGHTS_MIRROR), with Range support (``206`` with ``Content-Range``), an optional trickle,
+and a log of what it served.
+
+``modes[path]`` makes one path misbehave the way a hostile or broken server does:
+
+A ``Range`` starting at or past the end gets ``416``.
+
+* ``"wrong-range"``: a ``Range`` request gets a ``206`` for the whole file (``Content-Range:
+  bytes 0-...``), not the range asked for;
+* ``"redirect:URL"``: a ``302`` to ``URL``;
+* ``"endless"``: ``200`` without ``Content-Length``, then 1 KiB every 20 ms until the client
+  leaves;
+* ``"flood"``: ``200`` without ``Content-Length``, then the file's bytes as fast as possible;
+* ``"claim:N"``: ``200`` with ``Content-Length: N``, then the file's bytes.
+"""
 from __future__ import annotations
 
 import threading
@@ -11,8 +25,10 @@ class WeightsServer:
     def __init__(self, files: dict[str, bytes] | None = None, delay_s: float = 0.0,
                  chunk: int = 1 << 16):
         self.files = dict(files or {})
+        self.modes: dict[str, str] = {}
         self.delay_s, self.chunk = delay_s, chunk
-        self.log: list[tuple[str, str | None, int]] = []  # (path, Range header, bytes sent)
+        # [path, Range header, bytes sent (-1: the client left)], in the order requests came
+        self.log: list[list] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -20,29 +36,61 @@ class WeightsServer:
                 pass
 
             def do_GET(self):  # noqa: N802
-                data = server.files.get(self.path)
+                path = self.path.split("?")[0]
+                data, mode = server.files.get(path), server.modes.get(path, "")
+                rng = self.headers.get("Range")
+                entry = [path, rng, 0]
+                server.log.append(entry)
+                if mode.startswith("redirect:"):
+                    self.send_response(302)
+                    self.send_header("Location", mode.split(":", 1)[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if data is None:
                     self.send_error(404)
-                    server.log.append((self.path, None, 0))
                     return
-                rng = self.headers.get("Range")
+                self.answer(data, mode, rng, entry)
+
+            def answer(self, data: bytes, mode: str, rng: str | None, entry: list) -> None:
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                if mode == "wrong-range":
+                    start = 0
+                if start >= len(data) > 0:
+                    self.send_error(416)
+                    return
                 self.send_response(206 if rng else 200)
-                self.send_header("Content-Length", str(len(data) - start))
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                if mode.startswith("claim:"):
+                    self.send_header("Content-Length", mode.split(":", 1)[1])
+                elif mode in ("endless", "flood"):
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
-                sent = 0
                 try:
-                    for k in range(start, len(data), server.chunk):
-                        self.wfile.write(data[k:k + server.chunk])
-                        sent += len(data[k:k + server.chunk])
-                        if server.delay_s:
-                            time.sleep(server.delay_s)
+                    if mode == "endless":
+                        while True:
+                            self.wfile.write(b"\0" * 1024)
+                            self.wfile.flush()
+                            time.sleep(0.02)
+                    self.body(data, start, entry)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
-                server.log.append((self.path, rng, sent))
+                    entry[2] = -1
+
+            def body(self, data: bytes, start: int, entry: list) -> None:
+                for k in range(start, len(data), server.chunk):
+                    entry[2] += len(data[k:k + server.chunk])  # counted before the client has it
+                    self.wfile.write(data[k:k + server.chunk])
+                    if server.delay_s:
+                        time.sleep(server.delay_s)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> "WeightsServer":
