@@ -2,6 +2,7 @@
 feed the network, decoded the same way everywhere."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,34 @@ from PIL import Image, ImageOps
 from segx.errors import DatasetError
 
 _ORIENTATION = 0x0112
+MAX_PIXELS = 40_000_000  # default of CheckDataset.max_pixels: width x height read from headers
+
+
+class TooLarge(DatasetError):
+    """An image whose header declares more pixels than allowed (nothing was decoded)."""
+
+
+def open_header(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``path`` with Pillow, which reads only the header; raises TooLarge when it declares
+    more than ``max_pixels`` (width x height), before anything is decoded. The caller closes
+    the returned image (or uses it in a ``with``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError:  # Pillow's own cap, above any sane max_pixels
+            raise TooLarge(f"'{path}' declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels.",
+                           solution=_SHRINK) from None
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise TooLarge(f"'{path}' declares {w}x{h} = {w * h:,} pixels, more than the "
+                       f"{max_pixels:,} allowed.", solution=_SHRINK)
+    return im
+
+
+_SHRINK = ("cut the image into tiles (or downscale it with its label), or raise "
+           "-o CheckDataset.max_pixels=N.")
 
 
 def read_image(path: str | Path) -> np.ndarray:
