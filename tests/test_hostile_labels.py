@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from PIL import Image
 from conftest import ROOT
 
 PEAK_LIMIT_KB = 1024 * 1024  # 1 GiB, in ru_maxrss units (KiB on Linux)
+AS_LIMIT = 3 << 30  # address space of the checked process: a regression hits MemoryError
 
 
 def _png_header_only(path: Path, width: int, height: int) -> None:
@@ -107,17 +110,29 @@ EXPECTED = {"int32_huge": "label_values", "int32_negative": "label_values",
             "huge_label": "label_too_large", "huge_image": "image_too_large"}
 
 
-def _check(root: Path, out: Path) -> tuple[subprocess.CompletedProcess, int]:
+def _limit_memory() -> None:
+    """A regression must fail the test, not take the machine's memory (or swap) with it."""
+    resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
+
+
+def _check(root: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, int]:
     """check_dataset through the CLI in a subprocess; returns (result, peak RSS in KiB of the
     process and every worker it waited for)."""
     args = [sys.executable, str(ROOT / "main.py"), "-c", "PP-LiteSeg-T",
             "-o", "Global.mode=check_dataset", "-o", f"Global.dataset_dir={root}",
-            "-o", f"Global.output={out}", "-o", "CheckDataset.num_workers=2"]
+            "-o", f"Global.output={out}", "-o", "CheckDataset.num_workers=2", *extra]
     out.mkdir(parents=True, exist_ok=True)
     with open(out.parent / "stdout", "w+") as so, open(out.parent / "stderr", "w+") as se:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=so, stderr=se,
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=so, stderr=se, preexec_fn=_limit_memory,
                                 env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        _, status, usage = os.wait4(proc.pid, 0)
+        deadline = time.monotonic() + 300  # a hang fails the test instead of blocking it
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+            time.sleep(0.2)
         proc.returncode = os.waitstatus_to_exitcode(status)
         so.seek(0)
         se.seek(0)
@@ -144,6 +159,7 @@ def test_hostile_label_is_a_named_problem(tmp_path, bad):
     hist = tmp_path / "out" / "check_dataset" / "histogram.png"
     with Image.open(hist) as im:
         assert im.width < 4000, im.size  # bounded bars, whatever the id count
+    print(f"{bad}: peak {peak_kb / 1024:.0f} MiB")
     assert peak_kb < PEAK_LIMIT_KB, f"peak RSS {peak_kb / 1024:.0f} MiB"
     assert len((tmp_path / "out" / "check_dataset_result.json").read_bytes()) < 5_000_000
 
@@ -163,11 +179,7 @@ def test_huge_values_are_described(tmp_path):
 def test_max_pixels_setting(tmp_path):
     """CheckDataset.max_pixels is the cap: 32x32 images fail under a 1000-pixel cap."""
     root = _dataset(tmp_path / "d", "float_ids")
-    args = [sys.executable, str(ROOT / "main.py"), "-c", "PP-LiteSeg-T",
-            "-o", "Global.mode=check_dataset", "-o", f"Global.dataset_dir={root}",
-            "-o", f"Global.output={tmp_path / 'out'}", "-o", "CheckDataset.num_workers=1",
-            "-o", "CheckDataset.max_pixels=1000"]
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r, _ = _check(root, tmp_path / "out", "-o", "CheckDataset.max_pixels=1000")
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     rep = json.loads((tmp_path / "out" / "check_dataset_result.json").read_text())
     codes = {p["code"] for p in rep["problems"]}
