@@ -156,6 +156,10 @@ def test_hostile_label_is_a_named_problem(tmp_path, bad):
     assert len([n for n in drawn if "_bad" not in n]) == 5, drawn
     assert all((tmp_path / "out" / p).is_file()
                for p in a["train_sample_paths"] + a["val_sample_paths"])
+    if bad == "many_ids":  # the overlay's legend lists the largest classes, not every id
+        bad_overlay = next(p for p in a["train_sample_paths"] if "_bad" in p)
+        with Image.open(tmp_path / "out" / bad_overlay) as im:
+            assert im.height <= 256 + 14 * 21 + 4, im.size
     hist = tmp_path / "out" / "check_dataset" / "histogram.png"
     with Image.open(hist) as im:
         assert im.width < 4000, im.size  # bounded bars, whatever the id count
