@@ -203,3 +203,15 @@ def test_images_without_lists_report_missing_list(tmp_path):
     assert "missing_list" in {p["code"] for p in rep["problems"]}
     assert (tmp_path / "out" / "check_dataset" / "histogram.png").is_file()
     assert peak_kb < PEAK_LIMIT_KB
+
+
+def test_readers_refuse_header_bombs(tmp_path):
+    """Training's and evaluation's readers refuse a header that declares more than Pillow's
+    limit before decoding, as a one-line DatasetError naming the file."""
+    from segx.errors import DatasetError
+    from segx.images import read_image, read_label
+    path = tmp_path / "bomb.png"
+    _png_header_only(path, 60000, 60000)  # 3.6 G pixels
+    for read in (read_image, read_label):
+        with pytest.raises(DatasetError, match="declares"):
+            read(path)
