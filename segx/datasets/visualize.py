@@ -33,18 +33,17 @@ def read_ids(label: Path, enc: Encoding, max_pixels: int = MAX_PIXELS) -> np.nda
                 out[(rgb == np.array(colour[:3], arr.dtype)).all(-1)] = i
             return out
         arr = arr[..., 0]
-    if arr.dtype.kind not in "biu" or arr.min() < 0 or arr.max() > MAX_ID:
+    if arr.dtype.kind not in "biu" or (arr.size and (arr.min() < 0 or arr.max() > MAX_ID)):
         raise DatasetError(f"label '{label}' holds values that are not class ids 0..{MAX_ID}.",
                            solution="save labels as 8-bit PNG with ids 0..N-1.")
-    arr = arr.astype(np.int64)
+    # 16-bit at most, never int64: a label at the pixel cap stays a few bytes per pixel
+    arr = (arr.view(np.uint8) if arr.dtype == np.bool_ else arr).astype(np.uint16, copy=False)
     if enc.threshold is not None:
         return (arr >= enc.threshold).astype(np.uint8)
-    if enc.id_map:
-        lut = np.arange(max(int(arr.max()) + 1, max(enc.id_map) + 1, 256))
-        for k, v in enc.id_map.items():
-            lut[k] = v
-        arr = lut[arr]
-    return arr.clip(0, 255).astype(np.uint8)
+    lut = np.minimum(np.arange(MAX_ID + 1), 255).astype(np.uint8)  # ids past 255 drawn as 255
+    for k, v in enc.id_map.items():
+        lut[k] = min(v, 255)
+    return lut[arr]
 
 
 def overlay(sample: Sample, enc: Encoding, names: list[str],
