@@ -215,3 +215,18 @@ def test_readers_refuse_header_bombs(tmp_path):
     for read in (read_image, read_label):
         with pytest.raises(DatasetError, match="declares"):
             read(path)
+
+
+def test_fix_labels_is_not_attempted_with_unreadable_labels(tmp_path):
+    """0/255 masks want a fix, but one label is a header bomb: the report is written and says
+    why nothing was fixed, instead of a crash half-way through writing the fixed folder."""
+    root = _dataset(tmp_path / "d", "huge_label")
+    for k in range(5):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[:, 16:] = 255
+        Image.fromarray(mask).save(root / "annotations" / f"{k}.png")
+    r, _ = _check(root, tmp_path / "out", "-o", "CheckDataset.fix_labels=True")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    rep = json.loads((tmp_path / "out" / "check_dataset_result.json").read_text())
+    assert {"label_too_large", "binary_0_255"} <= {p["code"] for p in rep["problems"]}
+    assert rep["fix"]["written"] is False and not (tmp_path / "out" / "fixed_dataset").exists()

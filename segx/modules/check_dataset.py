@@ -31,7 +31,11 @@ def run(cfg: Config) -> dict:
     names = class_names_setting(cfg.get("CheckDataset.class_names"))
     cap = cfg.get("CheckDataset.max_pixels")
     summary, enc, problems = analyse(layout, num, workers, names, cap)
-    if cfg.get("CheckDataset.fix_labels") and enc.needs_fix:
+    fix = cfg.get("CheckDataset.fix_labels") and enc.needs_fix
+    if fix and summary["undrawable"]:  # unreadable, too large or id-less pairs: never fixed
+        notes["fix"] = {"written": False, "reason": f"{len(summary['undrawable'])} sample(s) "
+                        "cannot be read as image and id label (see problems); fix them first"}
+    elif fix:
         from segx.datasets.fix import write_fixed
         target = Path(cfg.get("CheckDataset.fix_output_dir") or out / "fixed_dataset")
         write_fixed(layout, enc, target, summary["names"], workers)
