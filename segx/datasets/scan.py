@@ -64,6 +64,8 @@ def _describe(exc: Exception) -> str:
 def _bad_values(arr: np.ndarray) -> str | None:
     """Why a decoded label cannot hold class ids (float, non-finite, outside 0..65535), or
     None. Bounded: one min/max pass, no set of the value range."""
+    if arr.size == 0:
+        return None
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():
