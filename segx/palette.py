@@ -12,6 +12,10 @@ from segx.constants import IGNORE_INDEX
 from segx.fileio import atomic_write
 
 
+MAX_LEGEND = 20  # overlay legend rows: the classes with most pixels, then "+ N more ids"
+MAX_NAME = 40  # characters of a class name in the legend
+
+
 @lru_cache(maxsize=1)
 def palette() -> np.ndarray:
     """The (256, 3) uint8 RGB class colours: colours chosen one after another as far as possible
@@ -61,14 +65,23 @@ def draw_overlay(rgb: Image.Image, ids: np.ndarray, names: list[str]) -> Image.I
     coloured = id_image(ids)
     mask = Image.fromarray(np.where(ids != IGNORE_INDEX, 255, 0).astype(np.uint8))
     blended = Image.composite(Image.blend(rgb, coloured.convert("RGB"), 0.5), rgb, mask)
-    present = [i for i, n in enumerate(coloured.histogram()) if n and i != IGNORE_INDEX]
+    counts = coloured.histogram()
+    present = [i for i, n in enumerate(counts) if n and i != IGNORE_INDEX]
+    more = max(len(present) - MAX_LEGEND, 0)  # the legend lists the largest classes only
+    present = sorted(sorted(present, key=lambda i: -counts[i])[:MAX_LEGEND])
     row = 14
-    canvas = Image.new("RGB", (blended.width, blended.height + row * len(present) + 4), "white")
+    rows = len(present) + (1 if more else 0)
+    canvas = Image.new("RGB", (blended.width, blended.height + row * rows + 4), "white")
     canvas.paste(blended, (0, 0))
     draw = ImageDraw.Draw(canvas)
     table = palette()
     for k, cid in enumerate(present):
         y = blended.height + 2 + k * row
+        name = str(names[cid]) if cid < len(names) else str(cid)
+        name = name if len(name) <= MAX_NAME else name[:MAX_NAME - 3] + "..."
         draw.rectangle([2, y, 12, y + 10], fill=tuple(int(c) for c in table[cid]))
-        draw.text((16, y - 1), f"{cid}: {names[cid] if cid < len(names) else cid}", fill="black")
+        draw.text((16, y - 1), f"{cid}: {name}", fill="black")
+    if more:
+        draw.text((16, blended.height + 1 + len(present) * row), f"+ {more} more ids",
+                  fill="black")
     return canvas

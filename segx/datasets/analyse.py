@@ -10,6 +10,7 @@ from segx.datasets.checks import (
     detect_encoding, group_by_split)
 from segx.datasets.layout import Layout, Problem
 from segx.datasets.scan import scan_all
+from segx.images import MAX_PIXELS
 
 NAME_FILES = ("class_names.txt", "labels.txt")
 
@@ -38,7 +39,8 @@ def class_names_setting(value: list | str | None) -> list[str] | None:
 
 
 def analyse(layout: Layout, num_classes: int | None = None, workers: int | None = None,
-            names: list[str] | None = None) -> tuple[dict, Encoding, list[Problem]]:
+            names: list[str] | None = None, max_pixels: int = MAX_PIXELS
+            ) -> tuple[dict, Encoding, list[Problem]]:
     """Scan, check and summarise one dataset folder.
 
     Args:
@@ -47,13 +49,15 @@ def analyse(layout: Layout, num_classes: int | None = None, workers: int | None 
         workers: decoding processes (None: all cores).
         names: class names given in the config (else the dataset's class_names.txt or
             labels.txt).
+        max_pixels: files whose header declares more pixels are reported, never decoded.
 
     Returns:
-        (summary with ``num_classes``, ``class_ids``, ``names`` and per-split ``stats``;
+        (summary with ``num_classes``, ``class_ids``, ``names``, per-split ``stats`` and
+        ``undrawable`` (the samples an overlay cannot be drawn for, by image path);
         the detected label encoding; the problems, errors first).
     """
     samples = layout.all_samples()
-    scans = group_by_split(layout, scan_all(samples, workers))
+    scans = group_by_split(layout, scan_all(samples, workers, max_pixels))
     findings = Findings(layout.problems)
     check_samples(layout, scans, findings)
     enc, enc_problems = detect_encoding([s for v in scans.values() for s in v])
@@ -70,7 +74,10 @@ def analyse(layout: Layout, num_classes: int | None = None, workers: int | None 
         findings.add(Problem("warning", "empty_classes",
                              f"Train.num_classes={num_classes} but labels use only ids 0.."
                              f"{found - 1}.", "check Train.num_classes."))
-    summary = {"num_classes": found, "class_ids": ids, "names": names, "stats": stats}
+    undrawable = {str(sample.image) for split, v in scans.items()
+                  for sample, s in zip(layout.samples[split], v) if not s.drawable}
+    summary = {"num_classes": found, "class_ids": ids, "names": names, "stats": stats,
+               "undrawable": undrawable}
     return summary, enc, findings.finish()
 
 

@@ -9,6 +9,7 @@ from segx.datasets.layout import Layout, Problem
 from segx.datasets.scan import Scan
 
 PER_CODE_LIMIT = 20  # per-file problems listed per code before summarising the rest
+MAX_CLASS_IDS = 256  # more distinct label values than this are not class ids
 
 
 @dataclass
@@ -87,11 +88,15 @@ def check_samples(layout: Layout, scans: dict[str, list[Scan]], findings: Findin
             for kind, err, path in (("image", s.image_error, sample.image),
                                     ("label", s.label_error, sample.label)):
                 if err:
-                    code = f"missing_{kind}" if err == "missing" else f"unreadable_{kind}"
-                    findings.add(Problem("error", code, f"{kind} {path} is {err}.",
-                                         f"fix or remove line {sample.line} of {sample.list_file}.",
-                                         **where))
-            if s.image_error or s.label_error:
+                    findings.add(_read_problem(kind, err, path, sample, where))
+            if s.label_values:
+                findings.add(Problem(
+                    "error", "label_values",
+                    f"label {sample.label.name} ({s.label_mode}) {s.label_values}; labels hold "
+                    "class ids 0..254 (255 = ignore).",
+                    "save labels as 8-bit PNG with ids 0..N-1 (255 for pixels to ignore).",
+                    **where))
+            if s.image_error or not s.label_usable:
                 continue
             if s.image_size != s.label_size:
                 findings.add(Problem(
@@ -129,6 +134,23 @@ def check_samples(layout: Layout, scans: dict[str, list[Scan]], findings: Findin
             firsts.setdefault(key, sample)
 
 
+def _read_problem(kind: str, err: str, path, sample, where: dict) -> Problem:
+    """A file that is missing, too large to decode, or unreadable."""
+    if err.startswith("too large"):
+        return Problem("error", f"{kind}_too_large", f"{kind} {path} is {err} (not decoded).",
+                       "cut it into tiles (or downscale it with its label), or raise "
+                       "-o CheckDataset.max_pixels=N.", **where)
+    code = f"missing_{kind}" if err == "missing" else f"unreadable_{kind}"
+    return Problem("error", code, f"{kind} {path} is {err}.",
+                   f"fix or remove line {sample.line} of {sample.list_file}.", **where)
+
+
+def _listing(ids: list[int], limit: int = 20) -> str:
+    """``[0, 1, 2, ...]`` with at most ``limit`` ids and the count of the rest."""
+    head = ", ".join(map(str, ids[:limit]))
+    return f"[{head}" + (f", ... {len(ids) - limit} more]" if len(ids) > limit else "]")
+
+
 def _single_channel_encoding(values: Counter, modes: set[str]) -> Encoding:
     ids = set(values) - {IGNORE_INDEX}
     total = sum(values.values())
@@ -143,13 +165,17 @@ def _single_channel_encoding(values: Counter, modes: set[str]) -> Encoding:
     base = "palette PNG (pixel indices are the class ids)" if "P" in modes else "single-channel ids"
     if not ids:
         return Encoding("empty", "labels hold only the ignore value 255")
+    if len(ids) > MAX_CLASS_IDS:
+        return Encoding("too_many_ids", f"{base}; {len(ids):,} distinct values "
+                        f"{_listing(sorted(ids))}: instance ids or an image, not class ids")
     expected = set(range(max(ids) + 1))
     if ids != expected:
         compact = {v: i for i, v in enumerate(sorted(ids))}
         if min(ids) == 1 and ids == set(range(1, max(ids) + 1)):
             return Encoding("ids_start_at_1", f"{base}; ids start at 1, so class 0 is empty",
                             id_map=compact)
-        return Encoding("sparse_ids", f"{base}; ids {sorted(ids)} are not contiguous, so "
+        return Encoding("sparse_ids", f"{base}; ids {_listing(sorted(ids))} are not "
+                        "contiguous, so "
                         f"{len(expected - ids)} classes would be empty", id_map=compact)
     return Encoding("palette" if "P" in modes else "grayscale_ids", base)
 
@@ -162,7 +188,7 @@ def detect_encoding(scans: list[Scan]) -> tuple[Encoding, list[Problem]]:
     multi = grey = 0
     too_many = False
     for s in scans:
-        if s.label_error:
+        if not s.label_usable:
             continue
         modes.add(s.label_mode)
         if s.colours is not None:
@@ -216,11 +242,17 @@ def _encoding_problems(enc: Encoding) -> list[Problem]:
         return [Problem("error", enc.name, enc.description + ".",
                         f"{fixable} (values >= 128 -> 1, others -> 0).")]
     if enc.name in ("ids_start_at_1", "sparse_ids"):
+        pairs = [f"{k}: {v}" for k, v in enc.id_map.items()]
+        mapping = "{" + ", ".join(pairs[:20]) + (", ..." if len(pairs) > 20 else "") + "}"
         return [Problem("warning", enc.name, enc.description + ".",
-                        f"{fixable} (mapping {enc.id_map}), or keep them on purpose.")]
+                        f"{fixable} (mapping {mapping}), or keep them on purpose.")]
     if enc.name == "empty":
         return [Problem("error", "no_classes", enc.description + ".",
                         "check that the label files hold class ids.")]
+    if enc.name == "too_many_ids":
+        return [Problem("error", "too_many_ids", enc.description + f"; segx trains on at most "
+                        f"{MAX_CLASS_IDS} classes.", "save labels as 8-bit PNG with class ids "
+                        "0..N-1 (255 for pixels to ignore).")]
     return []
 
 
@@ -231,7 +263,7 @@ def class_statistics(layout: Layout, scans: dict[str, list[Scan]], enc: Encoding
         pixels: Counter = Counter()
         images: Counter = Counter()
         for s in scans[split]:
-            if s.label_error:
+            if not s.label_usable:
                 continue
             counts = s.counts if s.colours is None else (
                 {c[0]: n for c, n in s.colours.items()} if s.grey_colours else

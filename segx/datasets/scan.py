@@ -9,12 +9,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segx.datasets.layout import Sample
+from segx.images import MAX_PIXELS, TooLarge, open_header
 from segx.progress import Progress
 from segx.workers import process_pool
 
 _ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
 MAX_COLOURS = 1024  # a colour label with more distinct colours is not a colour table
+MAX_ID = 65535  # largest value a label may hold (16-bit); segx trains on ids 0..254
 
 
 @dataclass
@@ -31,6 +33,18 @@ class Scan:
     counts: dict[int, int] = field(default_factory=dict)  # id -> pixels (single-channel labels)
     colours: dict[tuple, int] | None = None  # colour -> pixels (multi-channel labels)
     grey_colours: bool = False  # a multi-channel label whose channels are all equal
+    label_values: str | None = None  # why a decoded label holds no class ids (float, range)
+
+    @property
+    def label_usable(self) -> bool:
+        """The label was read and holds ids (or colours) the statistics can count."""
+        return not self.label_error and not self.label_values
+
+    @property
+    def drawable(self) -> bool:
+        """Both files were read within the limits and the label holds ids: an overlay can be
+        drawn."""
+        return not self.image_error and self.label_usable
 
 
 def _oriented_size(im: Image.Image, orientation: int) -> tuple[int, int]:
@@ -40,23 +54,58 @@ def _oriented_size(im: Image.Image, orientation: int) -> tuple[int, int]:
 def _describe(exc: Exception) -> str:
     if isinstance(exc, FileNotFoundError):
         return "missing"
+    if isinstance(exc, TooLarge):
+        return "too large: " + exc.message.split("' declares ", 1)[-1].rstrip(".")
     if isinstance(exc, UnidentifiedImageError):
         return "not an image PIL can read"
     return f"unreadable ({exc})"
 
 
-def scan_sample(image: Path, label: Path) -> Scan:
-    """Decode one pair fully (so truncation is caught) and summarise it."""
-    s = Scan()
+def _bad_values(arr: np.ndarray) -> str | None:
+    """Why a decoded label cannot hold class ids (float, non-finite, outside 0..65535), or
+    None. Bounded: one min/max pass, no set of the value range."""
+    if arr.size == 0:
+        return None
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            return f"holds {arr.size - int(finite.sum()):,} NaN or infinite values"
+        return f"is a floating-point image (values {float(arr.min()):g}..{float(arr.max()):g})"
+    if arr.dtype.kind not in "iu":
+        return f"holds {arr.dtype} values"
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi > MAX_ID:
+        return f"has values outside 0..{MAX_ID} (min {lo:,}, max {hi:,})"
+    return None
+
+
+def _count_ids(s: Scan, arr: np.ndarray) -> None:
+    """Per-id pixel counts of a single-channel label whose values were checked first."""
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    s.label_values = _bad_values(arr)
+    if s.label_values is None:
+        ids, cnt = np.unique(arr.astype(np.uint16, copy=False).ravel(), return_counts=True)
+        s.counts = {int(i): int(c) for i, c in zip(ids, cnt)}
+
+
+def _scan_image(s: Scan, image: Path, max_pixels: int) -> None:
     try:
-        with Image.open(image) as im:
+        with open_header(image, max_pixels) as im:
             s.image_size = _oriented_size(im, im.getexif().get(_ORIENTATION, 1))
             s.image_mode = im.mode
             im.load()
     except Exception as exc:  # noqa: BLE001 - every decode failure is a reported problem
         s.image_error = _describe(exc)
+
+
+def scan_sample(image: Path, label: Path, max_pixels: int = MAX_PIXELS) -> Scan:
+    """Decode one pair fully (so truncation is caught) and summarise it; files whose header
+    declares more than ``max_pixels`` are reported, never decoded."""
+    s = Scan()
+    _scan_image(s, image, max_pixels)
     try:
-        with Image.open(label) as lb:
+        with open_header(label, max_pixels) as lb:
             orientation = lb.getexif().get(_ORIENTATION, 1)
             s.label_size, s.label_mode = _oriented_size(lb, orientation), lb.mode
             s.label_format = lb.format
@@ -76,11 +125,7 @@ def scan_sample(image: Path, label: Path) -> Scan:
         s.label_error = _describe(exc)
         return s
     if arr.ndim == 2:
-        flat = arr.ravel()
-        if arr.dtype == np.bool_:
-            flat = flat.astype(np.uint8)
-        ids, cnt = np.unique(flat, return_counts=True)
-        s.counts = {int(i): int(c) for i, c in zip(ids, cnt)}
+        _count_ids(s, arr)
     else:  # a colour label with more than MAX_COLOURS colours: not a colour table
         channels = arr.reshape(-1, arr.shape[-1])
         s.grey_colours = bool((channels == channels[:, :1]).all())
@@ -88,14 +133,15 @@ def scan_sample(image: Path, label: Path) -> Scan:
     return s
 
 
-def _scan_pair(pair: tuple[Path, Path]) -> Scan:
-    return scan_sample(*pair)
+def _scan_pair(job: tuple[Path, Path, int]) -> Scan:
+    return scan_sample(*job)
 
 
-def scan_all(samples: list[Sample], workers: int | None = None) -> list[Scan]:
+def scan_all(samples: list[Sample], workers: int | None = None,
+             max_pixels: int = MAX_PIXELS) -> list[Scan]:
     """Scan samples in parallel with a progress display; order is preserved."""
     workers = workers or os.cpu_count() or 1
-    pairs = [(s.image, s.label) for s in samples]
+    pairs = [(s.image, s.label, max_pixels) for s in samples]
     if not pairs:
         return []
     chunk = max(1, min(16, len(pairs) // (workers * 8)))  # small: no idle tail

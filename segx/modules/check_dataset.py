@@ -29,8 +29,13 @@ def run(cfg: Config) -> dict:
     layout = read_layout(root)
     num, workers = cfg.get("Train.num_classes"), cfg.get("CheckDataset.num_workers")
     names = class_names_setting(cfg.get("CheckDataset.class_names"))
-    summary, enc, problems = analyse(layout, num, workers, names)
-    if cfg.get("CheckDataset.fix_labels") and enc.needs_fix:
+    cap = cfg.get("CheckDataset.max_pixels")
+    summary, enc, problems = analyse(layout, num, workers, names, cap)
+    fix = cfg.get("CheckDataset.fix_labels") and enc.needs_fix
+    if fix and summary["undrawable"]:  # unreadable, too large or id-less pairs: never fixed
+        notes["fix"] = {"written": False, "reason": f"{len(summary['undrawable'])} sample(s) "
+                        "cannot be read as image and id label (see problems); fix them first"}
+    elif fix:
         from segx.datasets.fix import write_fixed
         target = Path(cfg.get("CheckDataset.fix_output_dir") or out / "fixed_dataset")
         write_fixed(layout, enc, target, summary["names"], workers)
@@ -38,9 +43,9 @@ def run(cfg: Config) -> dict:
                         "encoding": enc.as_dict(),
                         "next": f"train with -o Global.dataset_dir={target}"}
         layout = read_layout(target)
-        summary, enc, problems = analyse(layout, num, workers, names)
+        summary, enc, problems = analyse(layout, num, workers, names, cap)
     sample_paths = render_report(layout, enc, summary, out, cfg.get("CheckDataset.sample_num"),
-                                 workers)
+                                 workers, cap)
     result = _report(layout.root, summary, enc.as_dict(), problems, sample_paths, notes)
     _print_summary(result, problems)
     errors = [p for p in problems if p.severity == "error"]
@@ -103,7 +108,8 @@ def _print_summary(result: dict, problems: list[Problem]) -> None:
     a = result["attributes"]
     print(f"dataset: {result['dataset_path']}")
     names = a["class_names"]
-    ids = ", ".join(f"{i} {names[i]}" if i < len(names) else str(i) for i in a["class_ids"])
+    ids = ", ".join(f"{i} {names[i]}" if i < len(names) else str(i) for i in a["class_ids"][:30])
+    ids += f", ... {len(a['class_ids']) - 30:,} more" if len(a["class_ids"]) > 30 else ""
     print(f"  train {a['train_samples']}, val {a['val_samples']}, test {a['test_samples']} "
           f"samples; {a['num_classes']} classes ({ids}); labels: "
           f"{a['label_encoding']['name']}")

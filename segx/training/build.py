@@ -66,7 +66,8 @@ def check_data(cfg: Config, world: int) -> tuple[list, list, int, list[str]]:
     layout = read_layout(dataset_root(cfg))
     summary, _, problems = analyse(layout, cfg.get("Train.num_classes"),
                                    cfg.get("CheckDataset.num_workers"),
-                                   class_names_setting(cfg.get("CheckDataset.class_names")))
+                                   class_names_setting(cfg.get("CheckDataset.class_names")),
+                                   cfg.get("CheckDataset.max_pixels"))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         p = errors[0]
