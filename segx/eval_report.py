@@ -158,7 +158,7 @@ table.heat th.vc{vertical-align:bottom;padding:4px 2px}
 table.heat th.vc span{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}
 table.heat th.rh{white-space:nowrap}
 .quad{display:flex;gap:4px;flex-wrap:wrap}.quad figure{padding:2px}
-.worst{margin-bottom:14px}.worst h3{font-size:14px;margin:4px 0;word-break:break-all}
+.quad img{image-rendering:pixelated}.worst{margin-bottom:14px}.worst h3{font-size:14px;margin:4px 0;word-break:break-all}
 """
 
 
@@ -183,8 +183,9 @@ def gallery(ranked: list[Worst], pairs: list[tuple[Path, Path]], root: Path, fol
     blocks = []
     for rank, (item, paths) in enumerate(zip(ranked, written), 1):
         name = _shown(pairs[item.index][0], root)
+        shown = max(item.label.shape[1], 160)  # small images are shown enlarged
         pics = "".join(
-            f"<figure>{H.img(H.rel(folder / p.name, page), f'{caption} of {name}')}"
+            f"<figure>{H.img(H.rel(folder / p.name, page), f'{caption} of {name}', shown)}"
             f"<figcaption>{H.esc(caption)}</figcaption></figure>"
             for caption, p in zip(("image", "ground truth", "prediction", "errors"),
                                   paths.values()))
@@ -217,12 +218,11 @@ def write_report(page: Path, info: dict, metrics: dict, matrix: np.ndarray, name
              ["dataset", str(root)], ["split", info["split"]],
              ["images", str(len(pairs))], ["time", f"{info['seconds']:.1f} s"],
              ["test-time augmentation", info["options"]]]
-    summary = H.table(["", ""], facts) + H.table(
+    summary = H.table(["evaluated", ""], facts) + H.table(
         ["mIoU", "Acc", "Kappa", "Dice"],
         [[f"{metrics[k]:.4f}" for k in ("mIoU", "Acc", "Kappa", "Dice")]], numeric=range(4))
-    links = " · ".join(H.link(H.rel(page.parent / p, page), text) for p, text in (
-        ("../evaluate_result.json", "evaluate_result.json"),
-        ("confusion_matrix.png", "confusion_matrix.png")) if (page.parent / p).is_file())
+    links = " · ".join(H.link(p, p.rsplit("/", 1)[-1]) for p in (
+        "../evaluate_result.json", "confusion_matrix.png"))  # both written by this run
     ranked = worst.ranked()
     title = f"{len(ranked)} images with the lowest mIoU" if ranked else \
         "Worst images (none: Evaluate.report_worst is 0)"

@@ -167,3 +167,10 @@ svg.chart .grid{stroke:#e5e8ee}svg.chart text{font-size:10px;fill:#4a5263}
 svg.chart .yt{text-anchor:end}svg.chart .xt{text-anchor:middle}
 svg.chart .ct{font-size:12px;fill:#1d2330;font-weight:600}
 """
+
+
+def refreshing(html_text: str, seconds: int) -> str:
+    """``html_text`` (from :func:`page`) reloading itself every ``seconds`` in the browser (for
+    a page that is rewritten while something runs)."""
+    return html_text.replace("<head>", f'<head><meta http-equiv="refresh" '
+                                       f'content="{int(seconds)}">', 1)

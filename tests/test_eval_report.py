@@ -135,3 +135,18 @@ def test_evaluate_split_test_and_bad_split(run_dir, data, tmp_path):
 def test_report_worst_is_bounded(run_dir, data, tmp_path):
     r = _evaluate(run_dir, data, tmp_path / "o", "-o", "Evaluate.report_worst=100000")
     assert r.returncode == 2 and "Evaluate.report_worst" in r.stderr
+
+
+def test_page_in_a_browser(report, tmp_path_factory):
+    """Chromium shows the page without errors, every image loads (all thumbnails of the two
+    worst images), the class name '<script>...' is visible text; a screenshot is kept."""
+    from browser import render
+    out, _ = report
+    result = json.loads((out / "evaluate_result.json").read_text())
+    seen = render(out / "evaluate" / "report.html", tmp_path_factory.mktemp("screens"))
+    assert seen.console_errors == [] and seen.broken_images == []
+    assert seen.remote_requests == [] and seen.scripts == []
+    assert len([s for s in seen.images if "worst/" in s]) == 4 * len(result["worst_images"])
+    assert EVIL in seen.text and "box & co" in seen.text
+    assert f"mIoU {result['metrics']['mIoU']:.4f}" in seen.text
+    assert seen.screenshot.stat().st_size > 10_000
