@@ -150,3 +150,19 @@ def test_page_in_a_browser(report, tmp_path_factory):
     assert EVIL in seen.text and "box & co" in seen.text
     assert f"mIoU {result['metrics']['mIoU']:.4f}" in seen.text
     assert seen.screenshot.stat().st_size > 10_000
+
+
+def test_exported_model_page_names_engine_and_precision(run_dir, data, tmp_path):
+    """The same page for what you ship: an exported folder on OpenVINO fp32."""
+    out = tmp_path / "ov"
+    r = _evaluate(run_dir, data, out, "-o",
+                  f"Evaluate.weight_path={run_dir / 'best_model' / 'inference'}",
+                  "-o", "Evaluate.engine=openvino", "-o", "Evaluate.precision=fp32")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((out / "evaluate_result.json").read_text())
+    assert (result["engine"], result["precision"]) == ("openvino", "fp32")
+    text = (out / "evaluate" / "report.html").read_text()
+    shown = " ".join(Page(text).text)
+    assert "openvino" in shown and "fp32" in shown and "PP-LiteSeg-T" in shown
+    assert text.count("<div class=worst") == min(12, result["num_images"])
+    assert f"{result['metrics']['mIoU']:.4f}" in shown
