@@ -122,38 +122,42 @@ def _class_label(cid: int, name: str) -> str:
     return f"{H.swatch(palette()[cid])}{cid} {H.esc(name)}"
 
 
+def _heat_cell(matrix: np.ndarray, r: int, c: int, total: int, names: list[str]) -> str:
+    """One cell: bare when it has no pixels (so a 150-class matrix stays small)."""
+    count = int(matrix[r, c])
+    if not total:
+        return "<td class=n></td>"
+    if not count:
+        return "<td class=d></td>" if r == c else "<td></td>"
+    share = count / total
+    bg, fg = _colour(share)
+    tip = H.esc(f"label {_name(r, names)} -> predicted {_name(c, names)}: {share:.1%} "
+                f"({count} px)")
+    return (f'<td class="{"d" if r == c else "v"}" style="background:{bg};color:{fg}" '
+            f'title="{tip}">{share * 100:.0f}</td>')
+
+
 def heat_map(matrix: np.ndarray, names: list[str]) -> str:
     """The row-normalised confusion matrix as a coloured HTML table (percent of each label's
     pixels; hover a cell for the pixel count). Readable for many classes: the column names are
     written vertically and the table scrolls sideways."""
-    rows = matrix.sum(1)
+    n, rows = len(matrix), matrix.sum(1)
     head = "".join(f"<th class=vc><span>{_class_label(c, _name(c, names))}</span></th>"
-                   for c in range(len(matrix)))
-    body = []
-    for r in range(len(matrix)):
-        cells = []
-        for c in range(len(matrix)):
-            count = int(matrix[r, c])
-            share = count / rows[r] if rows[r] else 0.0
-            bg, fg = _colour(share) if rows[r] else ("#f0f2f6", "#999")
-            text = f"{share * 100:.0f}" if count else ""
-            tip = H.esc(f"label {_name(r, names)} -> predicted {_name(c, names)}: "
-                        f"{share:.1%} ({count} px)")
-            diag = " diag" if r == c else ""
-            cells.append(f'<td class="hm{diag}" style="background:{bg};color:{fg}" '
-                         f'title="{tip}">{text}</td>')
-        body.append(f"<tr><th class=rh>{_class_label(r, _name(r, names))}</th>{''.join(cells)}</tr>")
+                   for c in range(n))
+    body = "".join(f"<tr><th class=rh>{_class_label(r, _name(r, names))}</th>"
+                   + "".join(_heat_cell(matrix, r, c, int(rows[r]), names) for c in range(n))
+                   + "</tr>" for r in range(n))
     return ("<p>Rows: label; columns: prediction; each cell is the percentage of the row's "
             "labelled pixels (the diagonal is the recall). A grey row has no labelled pixels."
             "</p><div class=scroll><table class=heat><thead><tr><th>label \\ predicted</th>"
-            f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+            f"{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 REPORT_CSS = """
 .scroll{overflow-x:auto}
-table.heat td.hm{min-width:26px;text-align:center;font-size:11px;padding:3px 2px;
+table.heat td{min-width:26px;text-align:center;font-size:11px;padding:3px 2px;
 border:1px solid #fff}
-table.heat td.diag{outline:2px solid #1d2330;outline-offset:-2px}
+table.heat td.n{background:#f0f2f6}table.heat td.d{outline:2px solid #1d2330;outline-offset:-2px}
 table.heat th.vc{vertical-align:bottom;padding:4px 2px}
 table.heat th.vc span{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}
 table.heat th.rh{white-space:nowrap}

@@ -69,7 +69,9 @@ def test_page_shows_the_metrics_and_classes_of_the_result(report):
     assert "script" not in parsed.tags
     # the heat map: one row per class, row-normalised percentages of the JSON matrix
     m = np.array(result["confusion_matrix"], float)
-    cells = re.findall(r'<td class="hm[^"]*"[^>]*>(\d*)</td>', text)
+    heat = text[text.index("<table class=heat>"):]
+    heat = heat[:heat.index("</table>")]
+    cells = re.findall(r"<td[^>]*>(\d*)</td>", heat)
     assert len(cells) == m.size
     expect = [f"{v * 100:.0f}" if c else "" for v, c in
               zip((m / np.maximum(m.sum(1, keepdims=True), 1)).ravel(), m.ravel())]
@@ -166,3 +168,33 @@ def test_exported_model_page_names_engine_and_precision(run_dir, data, tmp_path)
     assert "openvino" in shown and "fp32" in shown and "PP-LiteSeg-T" in shown
     assert text.count("<div class=worst") == min(12, result["num_images"])
     assert f"{result['metrics']['mIoU']:.4f}" in shown
+
+
+def test_worst_images_keeps_only_the_n_lowest_as_thumbnails():
+    """Fed 50 images, the heap holds the 3 lowest per-image mIoU (ties: the earlier image),
+    with their maps shrunk into 320 x 320."""
+    from segx.eval_report import WorstImages
+    from segx.metrics import Confusion
+    rng = np.random.default_rng(0)
+    worst, scores = WorstImages(3), {}
+    for k in range(50):
+        label = rng.integers(0, 3, (640, 1000)).astype(np.int32)
+        pred = np.where(rng.random(label.shape) < (k % 17) / 17, label, (label + 1) % 3)
+        one = Confusion(3).update(pred, label)
+        worst(k, pred, label, one)
+        inter, union = np.diag(one), one.sum(0) + one.sum(1) - np.diag(one)
+        scores[k] = float(np.mean(inter[union > 0] / union[union > 0]))
+    expect = sorted(scores, key=lambda k: (scores[k], k))[:3]
+    assert [w.index for w in worst.ranked()] == expect == [0, 17, 34]
+    assert all(w.label.shape == w.pred.shape == (205, 320) for w in worst.ranked())
+
+
+def test_heat_map_names_both_axes_and_stays_small():
+    from segx.eval_report import heat_map
+    names = [f"class{k}" for k in range(19)]
+    m = np.diag(np.arange(1, 20)) + 1
+    text = heat_map(m, names)
+    for n in names:
+        assert text.count(f"{n}<") == 2  # column head and row head
+    big = heat_map(np.diag(np.arange(150) + 1), [f"c{k}" for k in range(150)])
+    assert len(big) < 400_000  # 22,500 cells, mostly empty

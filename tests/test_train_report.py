@@ -103,3 +103,19 @@ def test_resumed_old_checkpoint_keeps_its_evaluations(tmp_path):
     curves["class_IoU"] = [[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]]
     TrainReportHook().before_train(trainer)
     assert curves["class_IoU"] == [[0.1, 0.1], [0.2, 0.2]]
+
+
+def test_train_mode_names_the_page_last(tmp_path, monkeypatch, capsys):
+    """The CLI's last line after training links the page; the result JSON names it."""
+    from segx.config import Config
+    from segx.modules import train as mode
+
+    def fake_train(cfg):
+        print("done: 8 iterations")
+        (tmp_path / PAGE).write_text("<html></html>")
+        return {"iter": 8}
+    monkeypatch.setattr(mode, "train", fake_train)
+    cfg = Config({"Global": {"output": str(tmp_path)}}, "test")
+    assert mode.run(cfg) == {"iter": 8, "report": PAGE}
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"report: {tmp_path / PAGE} (open it in a browser)"

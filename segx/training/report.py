@@ -58,20 +58,21 @@ def evaluations_table(curves: dict, names: list[str]) -> str:
 def build_page(trainer: Trainer, status: str) -> str:
     run, state = trainer.run, trainer.state
     curves, best = state["curves"], state["best"]
+    names = list(run.class_names) or [str(c) for c in range(run.num_classes)]
     facts = [["model", run.model_name], ["status", status],
              ["iteration", f"{trainer.iter} of {run.total}"],
              ["best mIoU", f"{best['score']:.4f} at iteration {best['iter']}"
               if best["iter"] else "no evaluation yet"],
              ["evaluations", str(len(curves["eval_iter"]))],
-             ["classes", f"{run.num_classes}: {', '.join(run.class_names)}"],
+             ["classes", f"{run.num_classes}: {', '.join(names)}"],
              ["samples", f"{run.train_samples} train / {run.val_samples} val"]]
     files = [p for p in ("train.log", "train_result.json", "training_curves.png",
                          "best_model/inference/inference.yml")
              if (run.out / p).is_file() or (p == "training_curves.png" and status == "done")]
     links = " · ".join(H.link(p, p) for p in files)
     sections = [H.section("Run", H.table(["run", ""], facts) + f"<p>{links}</p>"),
-                H.section("Curves", charts(curves, run.class_names), anchor="curves"),
-                H.section("Evaluations", evaluations_table(curves, run.class_names),
+                H.section("Curves", charts(curves, names), anchor="curves"),
+                H.section("Evaluations", evaluations_table(curves, names),
                           anchor="evaluations")]
     live = status == "running"
     subtitle = (f"{run.model_name} · {status} · iteration {trainer.iter}/{run.total}"
