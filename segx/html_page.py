@@ -124,15 +124,17 @@ def _ticks(lo: float, hi: float) -> list[float]:
 
 def line_chart(title: str, series: list[tuple[str, list, list, str]], width: int = 420,
                height: int = 220, y_range: tuple[float, float] | None = None,
-               markers: bool = False, most: int = 800) -> str:
+               markers: bool = False, most: int = 800,
+               x_range: tuple[float, float] | None = None) -> str:
     """An inline SVG line chart (no script): ``series`` is ``[(name, xs, ys, css colour)]``;
-    ``None`` values are skipped; long series are thinned to ``most`` points. Each drawn point
-    of a ``markers`` chart is a ``<circle class=pt>`` with its value as a tooltip."""
+    ``None`` values are skipped; long series are thinned to ``most`` points; ``x_range`` and
+    ``y_range`` fix the axes (else the data's extent). Each drawn point of a ``markers`` chart
+    is a ``<circle class=pt>`` with its value as a tooltip."""
     pts = [(x, y) for _, xs, ys, _ in series for x, y in zip(xs, ys) if y is not None]
     left, right, top, bottom = 52, 10, 24, 30
     body = [f'<text x="{left}" y="15" class=ct>{esc(title)}</text>']
     if pts:
-        x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+        x0, x1 = x_range or (min(p[0] for p in pts), max(p[0] for p in pts))
         y0, y1 = y_range or (min(p[1] for p in pts), max(p[1] for p in pts))
         x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-9 + abs(y0) * 0.1)
         pw, ph = width - left - right, height - top - bottom
@@ -145,8 +147,8 @@ def line_chart(title: str, series: list[tuple[str, list, list, str]], width: int
         body += [f'<line x1="{left}" y1="{sy(t):.1f}" x2="{width - right}" y2="{sy(t):.1f}" '
                  f'class=grid /><text x="{left - 4}" y="{sy(t) + 4:.1f}" class=yt>{t:.3g}</text>'
                  for t in _ticks(y0, y1)]
-        body += [f'<text x="{sx(t):.1f}" y="{height - 10}" class=xt>{t:.0f}</text>'
-                 for t in _ticks(x0, x1)]
+        body += [f'<text x="{sx(t):.1f}" y="{height - 10}" class=xt>{t:g}</text>'
+                 for t in sorted({round(t) for t in _ticks(x0, x1)})]
         for name, xs, ys, colour in series:
             kept = [(x, y) for x, y in zip(xs, ys) if y is not None]
             xs, ys = _decimate([p[0] for p in kept], [p[1] for p in kept], most)

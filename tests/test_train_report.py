@@ -82,6 +82,7 @@ def test_page_is_rewritten_at_each_evaluation_and_escapes_names(tmp_path):
         hook.after_step(trainer)
         text = (tmp_path / PAGE).read_text()
         assert REFRESH in text and text.count("<circle class=pt") == 3 * len(curves["mIoU"])
+        assert f"{miou:.4f} at iteration {it}" in text  # before the best checkpointer runs
     trainer.status = "done"
     hook.after_train(trainer)
     text = (tmp_path / PAGE).read_text()

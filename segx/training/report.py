@@ -29,20 +29,22 @@ def _class_history(curves: dict, num: int) -> list[list[float | None]]:
     return [[row[c] if row and c < len(row) else None for row in rows] for c in range(num)]
 
 
-def charts(curves: dict, names: list[str]) -> str:
-    """The four charts: loss, learning rate, mIoU and per-class IoU."""
+def charts(curves: dict, names: list[str], total: int) -> str:
+    """The four charts, over iterations 0..total: loss, learning rate, mIoU, per-class IoU."""
     evals, per_class = curves["eval_iter"], _class_history(curves, len(names))
+    x = (0, total)
     legend = " ".join(f"<span>{H.swatch(palette()[c])}{H.esc(n)}</span>"
                       for c, n in enumerate(names))
     return ("<div class=charts>"
             + H.line_chart("training loss", [("loss", curves["iter"], curves["loss"],
-                                              "#1f5fbf")])
-            + H.line_chart("learning rate", [("lr", curves["iter"], curves["lr"], "#8a5a00")])
+                                              "#1f5fbf")], x_range=x)
+            + H.line_chart("learning rate", [("lr", curves["iter"], curves["lr"], "#8a5a00")],
+                           x_range=x)
             + H.line_chart("validation mIoU", [("mIoU", evals, curves["mIoU"], "#137333")],
-                           y_range=(0.0, 1.0), markers=True)
+                           y_range=(0.0, 1.0), markers=True, x_range=x)
             + H.line_chart("per-class IoU", [(n, evals, per_class[c], _rgb(c))
                                              for c, n in enumerate(names)],
-                           y_range=(0.0, 1.0), markers=True)
+                           y_range=(0.0, 1.0), markers=True, x_range=x)
             + f"</div><p class=legend>{legend}</p>")
 
 
@@ -57,12 +59,14 @@ def evaluations_table(curves: dict, names: list[str]) -> str:
 
 def build_page(trainer: Trainer, status: str) -> str:
     run, state = trainer.run, trainer.state
-    curves, best = state["curves"], state["best"]
+    curves = state["curves"]
+    best = max(zip(curves["mIoU"], curves["eval_iter"]), default=None,
+               key=lambda pair: (pair[0], -pair[1]))  # the first of equal scores, as training
     names = list(run.class_names) or [str(c) for c in range(run.num_classes)]
     facts = [["model", run.model_name], ["status", status],
              ["iteration", f"{trainer.iter} of {run.total}"],
-             ["best mIoU", f"{best['score']:.4f} at iteration {best['iter']}"
-              if best["iter"] else "no evaluation yet"],
+             ["best mIoU", f"{best[0]:.4f} at iteration {best[1]}" if best
+              else "no evaluation yet"],
              ["evaluations", str(len(curves["eval_iter"]))],
              ["classes", f"{run.num_classes}: {', '.join(names)}"],
              ["samples", f"{run.train_samples} train / {run.val_samples} val"]]
@@ -71,7 +75,7 @@ def build_page(trainer: Trainer, status: str) -> str:
              if (run.out / p).is_file() or (p == "training_curves.png" and status == "done")]
     links = " · ".join(H.link(p, p) for p in files)
     sections = [H.section("Run", H.table(["run", ""], facts) + f"<p>{links}</p>"),
-                H.section("Curves", charts(curves, names), anchor="curves"),
+                H.section("Curves", charts(curves, names, run.total), anchor="curves"),
                 H.section("Evaluations", evaluations_table(curves, names),
                           anchor="evaluations")]
     live = status == "running"
