@@ -161,7 +161,7 @@ table.heat td.n{background:#f0f2f6}table.heat td.d{outline:2px solid #1d2330;out
 table.heat th.vc{vertical-align:bottom;padding:4px 2px}
 table.heat th.vc span{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}
 table.heat th.rh{white-space:nowrap}
-.quad{display:flex;gap:4px;flex-wrap:wrap}.quad figure{padding:2px}
+.quad{display:flex;gap:4px;flex-wrap:wrap;align-items:flex-start}.quad figure{padding:2px}
 .quad img{image-rendering:pixelated}.worst{margin-bottom:14px}.worst h3{font-size:14px;margin:4px 0;word-break:break-all}
 """
 
