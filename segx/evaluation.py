@@ -18,6 +18,8 @@ Prepare = Callable[[np.ndarray], tuple[np.ndarray, list]]
 """RGB H x W x 3 uint8 -> (3 x h x w float32 network input, the transforms' trans_info)."""
 Predict = Callable[[np.ndarray], np.ndarray]
 """N x 3 x h x w batch -> N x C x h x w class scores, or N x h x w class ids."""
+OnImage = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
+"""(index into pairs, prediction, label, the image's own C x C confusion matrix) -> None."""
 
 
 def class_map(out: np.ndarray, trans_info: list) -> np.ndarray:
@@ -29,11 +31,13 @@ def class_map(out: np.ndarray, trans_info: list) -> np.ndarray:
 
 def evaluate_samples(predict: Predict, pairs: Sequence[tuple[Path, Path]], prepare: Prepare,
                      num_classes: int, batch_size: int = 1,
-                     on_batch: Callable[[int], None] | None = None) -> Confusion:
+                     on_batch: Callable[[int], None] | None = None,
+                     on_image: OnImage | None = None) -> Confusion:
     """Accumulate the confusion matrix of ``predict`` over ``pairs``.
 
     A batch may mix image sizes: it is split into runs of equal size, so every image is seen at
-    its own resolution and results do not depend on the batch size.
+    its own resolution and results do not depend on the batch size. ``on_image`` sees every
+    image's prediction as it is made (nothing is kept here).
     """
     conf = Confusion(num_classes)
     for start in range(0, len(pairs), batch_size):
@@ -51,7 +55,9 @@ def evaluate_samples(predict: Predict, pairs: Sequence[tuple[Path, Path]], prepa
                     raise DatasetError(f"label '{chunk[k][1]}' has shape {label.shape} but its "
                                        f"image gives {pred.shape}.",
                                        solution="run check_dataset and fix what it reports.")
-                conf.update(pred, label)
+                one = conf.update(pred, label)
+                if on_image:
+                    on_image(start + k, pred, label, one)
         if on_batch:
             on_batch(len(chunk))
     return conf

@@ -83,3 +83,96 @@ def page(title: str, subtitle: str, sections: Iterable[str], extra_css: str = ""
 def write_page(path: str | Path, html_text: str) -> Path:
     """Write the page atomically (a browser reloading it never sees half a page)."""
     return write_text(path, html_text)
+
+
+# --------------------------------------------------------------------------- added helpers
+def raw_table(header: Iterable[str], rows: Iterable[Iterable[str]],
+              numeric: Iterable[int] = (), attrs: str = "") -> str:
+    """A table whose header is escaped text and whose cells are already-escaped HTML (for
+    swatches, links or coloured cells); the columns in ``numeric`` are right-aligned."""
+    numeric = set(numeric)
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{c}</td>'
+                         for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def swatch(rgb: Iterable[int]) -> str:
+    """A small colour square (a class's palette colour)."""
+    r, g, b = (int(c) for c in rgb)
+    return f'<span class=swatch style="background:rgb({r},{g},{b})"></span>'
+
+
+def link(href: str, text: str) -> str:
+    """A link to an already relative ``href`` (see :func:`rel`)."""
+    return f'<a href="{esc(href)}">{esc(text)}</a>'
+
+
+def _decimate(xs: list, ys: list, most: int) -> tuple[list, list]:
+    """At most ``most`` points, evenly spaced, always keeping the last."""
+    if len(xs) <= most:
+        return list(xs), list(ys)
+    step = len(xs) / (most - 1)
+    keep = sorted({int(k * step) for k in range(most - 1)} | {len(xs) - 1})
+    return [xs[k] for k in keep], [ys[k] for k in keep]
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    return [lo + (hi - lo) * k / 4 for k in range(5)]
+
+
+def line_chart(title: str, series: list[tuple[str, list, list, str]], width: int = 420,
+               height: int = 220, y_range: tuple[float, float] | None = None,
+               markers: bool = False, most: int = 800,
+               x_range: tuple[float, float] | None = None) -> str:
+    """An inline SVG line chart (no script): ``series`` is ``[(name, xs, ys, css colour)]``;
+    ``None`` values are skipped; long series are thinned to ``most`` points; ``x_range`` and
+    ``y_range`` fix the axes (else the data's extent). Each drawn point of a ``markers`` chart
+    is a ``<circle class=pt>`` with its value as a tooltip."""
+    pts = [(x, y) for _, xs, ys, _ in series for x, y in zip(xs, ys) if y is not None]
+    left, right, top, bottom = 52, 10, 24, 30
+    body = [f'<text x="{left}" y="15" class=ct>{esc(title)}</text>']
+    if pts:
+        x0, x1 = x_range or (min(p[0] for p in pts), max(p[0] for p in pts))
+        y0, y1 = y_range or (min(p[1] for p in pts), max(p[1] for p in pts))
+        x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-9 + abs(y0) * 0.1)
+        pw, ph = width - left - right, height - top - bottom
+
+        def sx(x: float) -> float:
+            return left + (x - x0) / (x1 - x0) * pw
+
+        def sy(y: float) -> float:
+            return top + (1 - (y - y0) / (y1 - y0)) * ph
+        body += [f'<line x1="{left}" y1="{sy(t):.1f}" x2="{width - right}" y2="{sy(t):.1f}" '
+                 f'class=grid /><text x="{left - 4}" y="{sy(t) + 4:.1f}" class=yt>{t:.3g}</text>'
+                 for t in _ticks(y0, y1)]
+        body += [f'<text x="{sx(t):.1f}" y="{height - 10}" class=xt>{t:g}</text>'
+                 for t in sorted({round(t) for t in _ticks(x0, x1)})]
+        for name, xs, ys, colour in series:
+            kept = [(x, y) for x, y in zip(xs, ys) if y is not None]
+            xs, ys = _decimate([p[0] for p in kept], [p[1] for p in kept], most)
+            line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys))
+            body.append(f'<polyline points="{line}" fill="none" stroke="{esc(colour)}" '
+                        f'stroke-width="1.5"><title>{esc(name)}</title></polyline>')
+            if markers:
+                body += [f'<circle class=pt cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" '
+                         f'fill="{esc(colour)}"><title>{esc(name)} @ {x}: {y:.4f}</title>'
+                         "</circle>" for x, y in zip(xs, ys)]
+    return (f'<svg class=chart width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="{esc(title)}">{"".join(body)}</svg>')
+
+
+CHART_CSS = """
+svg.chart{background:#fff;border:1px solid #e5e8ee;margin:4px}
+svg.chart .grid{stroke:#e5e8ee}svg.chart text{font-size:10px;fill:#4a5263}
+svg.chart .yt{text-anchor:end}svg.chart .xt{text-anchor:middle}
+svg.chart .ct{font-size:12px;fill:#1d2330;font-weight:600}
+"""
+
+
+def refreshing(html_text: str, seconds: int) -> str:
+    """``html_text`` (from :func:`page`) reloading itself every ``seconds`` in the browser (for
+    a page that is rewritten while something runs)."""
+    return html_text.replace("<head>", f'<head><meta http-equiv="refresh" '
+                                       f'content="{int(seconds)}">', 1)

@@ -1,7 +1,9 @@
-"""What ``predict`` accepts: files, folders (recursive), http(s) URLs, numpy arrays, and lists of
-them, expanded in order and decoded to RGB."""
+"""What ``predict`` accepts: files, folders (recursive), dataset list files (``.txt``), http(s)
+URLs, numpy arrays, and lists of them, expanded in order and decoded to RGB."""
 from __future__ import annotations
 
+import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -44,11 +46,57 @@ def expand(inputs: Any) -> list[tuple[str | None, Any]]:
                                  f"({', '.join(IMAGE_SUFFIXES)}).",
                                  solution="check the folder.")
             out.extend((str(p), p) for p in files)
+        elif path.is_file() and path.suffix.lower() == ".txt":
+            out.extend(list_file_images(path))
         elif path.is_file():
             out.append((str(path), path))
         else:
             raise InputError(f"input '{text}' does not exist.",
                              solution="give an existing image file, folder or an http(s) URL.")
+    return out
+
+
+_FIELDS = re.compile(r"\t+| {2,}")
+
+
+def _image_field(text: str) -> str:
+    """The image path of a list line: ``<image>`` or ``<image> <label>`` (tab or 2+ spaces;
+    else the one single space between two image-looking paths)."""
+    parts = [p for p in _FIELDS.split(text) if p]
+    if len(parts) != 1:
+        return parts[0]
+    splits = [i for i, c in enumerate(text) if c == " " and text[:i].lower().endswith(
+        IMAGE_SUFFIXES) and text[i + 1:].lower().endswith(IMAGE_SUFFIXES)]
+    return text[:splits[0]] if len(splits) == 1 else text
+
+
+def list_file_images(path: Path) -> list[tuple[str, Path]]:
+    """The images of a dataset list file (``test.txt``: ``<image> [<label>]`` per line), in
+    order. As in a dataset's lists, a relative path is read from the list's folder and an
+    absolute path as it is; a relative path that leaves the folder (``../``) is refused."""
+    folder = path.parent
+    raw = path.read_bytes().decode("utf-8-sig", errors="replace")
+    out = []
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        text = line.strip()
+        if not text:
+            continue
+        name = _image_field(text)
+        where = f"{path}:{lineno}"
+        if not Path(name).is_absolute() and os.path.normpath(name).split(os.sep)[0] == "..":
+            raise InputError(f"{where}: '{name}' leaves the list's folder {folder}.",
+                             solution="write paths relative to the list's folder, or absolute "
+                                      "paths.")
+        image = Path(name) if Path(name).is_absolute() else folder / name
+        if image.suffix.lower() not in IMAGE_SUFFIXES or not image.is_file():
+            state = "is not an image file" if image.is_file() else "does not exist"
+            raise InputError(f"{where}: image '{name}' {state}.",
+                             solution="fix the line (one '<image> [<label>]' per line, "
+                                      f"{', '.join(IMAGE_SUFFIXES)}).")
+        out.append((str(image), image))
+    if not out:
+        raise InputError(f"list file '{path}' names no images.",
+                         solution="one '<image> [<label>]' per line, as in a dataset's lists.")
     return out
 
 

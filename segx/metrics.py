@@ -18,8 +18,9 @@ class Confusion:
         self.n = num_classes
         self.matrix = np.zeros((num_classes, num_classes), np.int64)
 
-    def update(self, pred: np.ndarray, label: np.ndarray) -> None:
-        """Add one prediction/label pair (same shape; label 255 = ignored)."""
+    def update(self, pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+        """Add one prediction/label pair (same shape; label 255 = ignored); returns the pair's
+        own C x C matrix (for per-image scores)."""
         if pred.shape != label.shape:
             raise ValueError(f"prediction {pred.shape} and label {label.shape} differ in shape")
         keep = label != IGNORE_INDEX
@@ -27,7 +28,9 @@ class Confusion:
         if lab.size and (lab.min() < 0 or lab.max() >= self.n):
             raise ValueError(f"label ids outside 0..{self.n - 1} (and 255)")
         idx = lab * self.n + pred[keep].astype(np.int64)
-        self.matrix += np.bincount(idx, minlength=self.n * self.n).reshape(self.n, self.n)
+        one = np.bincount(idx, minlength=self.n * self.n).reshape(self.n, self.n)
+        self.matrix += one
+        return one
 
     def merge(self, other: np.ndarray) -> None:
         self.matrix += other
@@ -55,3 +58,17 @@ class Confusion:
                      for c in range(self.n)]
         return {"mIoU": float(iou.mean()), "Acc": float(acc), "Kappa": float(kappa),
                 "Dice": float(dice.mean()), "per_class": per_class}
+
+
+def image_scores(matrix: np.ndarray) -> tuple[float | None, dict[int, float]]:
+    """One image's (mIoU, {class id: IoU}) from its own confusion matrix, over the classes
+    present in its label or its prediction (classes absent from both are left out, not counted
+    as 1 as in the dataset metric); (None, {}) when every pixel is ignored."""
+    m = matrix.astype(np.float64)
+    inter = np.diag(m)
+    union = m.sum(1) + m.sum(0) - inter
+    present = np.flatnonzero(union > 0)
+    if not present.size:
+        return None, {}
+    ious = {int(c): float(inter[c] / union[c]) for c in present}
+    return float(np.mean(list(ious.values()))), ious

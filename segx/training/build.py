@@ -11,6 +11,7 @@ from segx.errors import ConfigError, DatasetError, WeightsError, did_you_mean
 from segx.fileio import write_text
 from segx.runs import CHECKPOINT_FILES, list_checkpoints
 from segx.training import hooks as H
+from segx.training.report import TrainReportHook
 from segx.training.trainer import RunInfo, Trainer, new_state
 
 NO_PRETRAINED = ("none", "null", "")
@@ -287,7 +288,8 @@ def _hooks(cfg: Config, log: H.RunLog, val: list, num: int, names: list[str]) ->
 
     every, bar = cfg.get("Train.eval_interval"), sys.stderr.isatty()
     return [H.LoggingHook(log, cfg.get("Train.log_interval"), bar, every),
-            H.VisualDLHook(), H.EvalHook(log, every, evaluate), H.BestCheckpointer(),
+            H.VisualDLHook(), H.EvalHook(log, every, evaluate), TrainReportHook(),
+            H.BestCheckpointer(),
             H.InterruptHook(log),
             H.PeriodicCheckpointer(cfg.get("Train.save_interval") or every,
                                    cfg.get("Train.keep_checkpoint_max")),
