@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from test_check_dataset import _labelme_json, check, digest, make_dataset
 
 
