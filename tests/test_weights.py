@@ -218,6 +218,7 @@ def test_a_file_from_elsewhere_imports_offline(home, monkeypatch, tmp_path):
     assert fetch(BACKBONE_URL).read_bytes() == b"weights from a connected machine"
 
 
+@pytest.mark.slow
 def test_wrong_shaped_official_weights_are_a_one_line_error(data, home, tmp_path, monkeypatch):
     wrong = state_bytes("FCN_HRNet-W18", 19)  # another architecture at the PP-LiteSeg address
     with WeightsServer({path_of(CITYSCAPES_URL): wrong}) as server:
