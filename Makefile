@@ -1,6 +1,7 @@
 # The two set-up commands of the README: `make demo` and `make test`. Each creates .venv (Python
-# 3.11) and installs segx with its pinned stack on first use. `make test-py312` runs the suites
-# that differ between Pythons on 3.12 too (in .venv312); `make lint` is ruff.
+# 3.11) and installs segx with its pinned stack on first use. `make test-fast` leaves out the
+# end-to-end tests marked slow. `make test-py312` runs the suites that differ between Pythons on
+# 3.12 too (in .venv312); `make lint` is ruff.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ PYTHON312 ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/pytho
 VENV312 := .venv312
 STAMP312 := $(VENV312)/.installed
 
-.PHONY: install demo test test-py312 lint clean
+.PHONY: install demo test test-fast test-py312 lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "segx needs $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -28,6 +29,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# everything but the end-to-end tests marked slow (docs/testing.md): under two minutes on 2 cores
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 $(STAMP312): setup.cfg pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "segx's 3.12 check needs python3.12 on PATH"; exit 1; }

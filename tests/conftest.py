@@ -1,18 +1,28 @@
-"""Shared fixtures: no network, and a helper to run the CLI in a subprocess."""
+"""Fixtures and hooks only (shared functions and constants are in helpers.py): no network, the
+demo dataset, a finished training run, and the ``slow`` marker on every test that uses one of
+the end-to-end fixtures."""
 from __future__ import annotations
 
 import zlib  # noqa: F401  (before paddle)
 
-import os
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+from helpers import base_args, make_data, run_cli
+from helpers import *  # noqa: F401,F403  for tests written before helpers.py (from conftest import)
+
+# Fixtures that train a model or run the CLI through a full mode: a test using any of them
+# (directly or through another fixture) is marked slow, so ``make test-fast`` leaves it out
+# and a new test that asks for ``run_dir`` is slow without anyone remembering to say so.
+SLOW_FIXTURES = {"run_dir", "old_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -29,39 +39,10 @@ def no_network(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", guarded)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python main.py ARGS`` and capture its output."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-
-
-TRANSFORMS = "Train.transforms=[{type: RandomHorizontalFlip}, {type: Normalize}]"
-ITERS = 8
-
-
-def base_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """A short PP-LiteSeg-T training run from random weights (no download): 8 iterations,
-    validation every 4, batch 2."""
-    return ["-c", "PP-LiteSeg-T", "-o", "Global.mode=train", "-o", f"Global.dataset_dir={data}",
-            "-o", f"Global.output={out}", "-o", f"Train.epochs_iters={ITERS}",
-            "-o", "Train.eval_interval=4", "-o", "Train.log_interval=1",
-            "-o", "Train.batch_size=2", "-o", "Train.pretrained=none", "-o", TRANSFORMS, *extra]
-
-
 @pytest.fixture(scope="session")
 def data(tmp_path_factory) -> Path:
     """12 demo samples at 64x64; two val images have other sizes (mixed-size batches)."""
-    from PIL import Image
-
-    from segx.demo import make_demo_dataset
-    root = make_demo_dataset(tmp_path_factory.mktemp("d") / "data", n=12, size=(64, 64))
-    for stem, size in (("010", (96, 64)), ("011", (64, 128))):
-        for sub, ext, mode in (("images", "jpg", Image.BILINEAR),
-                               ("annotations", "png", Image.NEAREST)):
-            p = root / sub / f"{stem}.{ext}"
-            Image.open(p).resize(size, mode).save(p)
-    return root
+    return make_data(tmp_path_factory.mktemp("d") / "data")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED, run_cli
+from helpers import SHARED, run_cli
 from segx.registry import load_model_config as load_config
 from segx.engine import run
 from segx.errors import DatasetError

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from segx.registry import list_models
 
 

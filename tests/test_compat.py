@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from segx.config import load_config, model_schema, upgrade
 from segx.errors import ConfigError
 

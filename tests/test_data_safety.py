@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from test_check_dataset import _labelme_json, check, digest, make_dataset
 
 
@@ -153,6 +153,7 @@ def _split_state(root: Path) -> dict[str, list[str]]:
     return {sp: sorted(str(s.image) for s in v) for sp, v in layout.samples.items()}
 
 
+@pytest.mark.slow
 def test_a_resplit_killed_at_any_instant_leaves_one_whole_split(tmp_path):
     root = make_dataset(tmp_path / "d", n_train=150, n_val=50)
     everything = sorted(x for v in _split_state(root).values() for x in v)
@@ -212,6 +213,7 @@ def test_names_that_cannot_be_listed_are_refused_by_name(tmp_path):
 
 
 # ----------------------------------------------------------------------------- processes, files
+@pytest.mark.slow
 def test_check_dataset_workers_exit_with_a_killed_parent(tmp_path):
     root = make_dataset(tmp_path / "d", n_train=400, n_val=100, hw=(256, 256))
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "-c", "PP-LiteSeg-T",

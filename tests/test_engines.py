@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from segx.engines import Plan, installed, plan
 from segx.errors import ConfigError
 from segx.registry import list_models, load_model_config, model_info
@@ -112,6 +112,7 @@ def _families() -> list[str]:
 OPENVINO_CANNOT_READ = {"DecoupledSegNet-R50", "SFNet-R18"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not installed("openvino"), reason="needs openvino")
 @pytest.mark.parametrize("name", _families())
 def test_openvino_agrees_with_paddle_on_every_exportable_family(name, tmp_path):

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from test_check_dataset import check, make_dataset
 
 

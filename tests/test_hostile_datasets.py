@@ -347,7 +347,7 @@ def _convert_in_a_child(ds: Path, out: Path) -> tuple[str, int]:
     """(what ``convert`` raised, peak RSS in MiB) in a fresh process."""
     import subprocess
     import sys
-    from conftest import ROOT
+    from helpers import ROOT
     code = ("import resource, sys\nfrom pathlib import Path\n"
             "from segx.datasets.labelme import convert\n"
             "try:\n    convert(Path(sys.argv[1]), Path(sys.argv[2]), 0)\n    print('converted')\n"

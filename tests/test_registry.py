@@ -39,7 +39,16 @@ def test_unknown_model_suggests():
     assert model_config_path("pp-liteseg-t").stem == "PP-LiteSeg-T"
 
 
-@pytest.mark.parametrize("name", list_models())
+def _zoo() -> list:
+    """Every model; those above 15 M parameters (seconds each on a CPU, most of the suite's
+    time) are slow, so ``make test-fast`` builds the small models of the zoo and ``make test``
+    all of them."""
+    from segx.registry import model_info
+    return [pytest.param(n, marks=pytest.mark.slow) if (model_info(n).params_m or 0) > 15 else n
+            for n in list_models()]
+
+
+@pytest.mark.parametrize("name", _zoo())
 def test_model_builds_and_runs(name):
     from segx import backend
     cfg = load_config(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import base_args, run_cli
+from helpers import base_args, run_cli
 from segx import safe_pickle
 from segx.errors import WeightsError
 

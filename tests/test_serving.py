@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from helpers import run_cli
 from segx import SegxError, create_model, create_pipeline
 from segx.pipelines import load_pipeline_config
 

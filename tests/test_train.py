@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, base_args, run_cli
+from helpers import ROOT, base_args, run_cli
 from segx.demo import make_demo_dataset
 from segx.metrics import Confusion
 from segx.registry import load_model_config as load_config
@@ -288,6 +288,7 @@ def test_mixed_loss_and_pretrained_checkpoints(run_dir, data, tmp_path, kind):
         assert "skipped" not in log.split(f"pretrained {kind} weights")[1].split("\n")[0]
 
 
+@pytest.mark.slow
 def test_two_cpu_ranks_keep_identical_parameters_and_statistics(data, tmp_path):
     from segx.training.launch import launch
     out = tmp_path / "dp"
@@ -329,6 +330,7 @@ def test_flat_validation_with_collapsing_loss_warns(tmp_path):
     assert flat_validation_warning(curves) is None
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_two_process_run_checkpoints_every_rank_at_one_iteration(data, tmp_path):
     out = tmp_path / "dp"
     args = base_args(data, out, "-o", "Global.device=cpu", "-o", "Train.nprocs=2",
@@ -354,6 +356,7 @@ def test_ctrl_c_in_a_two_process_run_checkpoints_every_rank_at_one_iteration(dat
     assert f"resumed from {out / f'iter_{stopped}'}" in (out / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_be_exported_says_so(data, tmp_path):
     # GSCNN runs OpenCV on numpy inside forward; a PP-LiteSeg-T run marked the same way takes
     # the same path in seconds: training finishes without the export, export mode refuses

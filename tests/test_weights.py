@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from conftest import ROOT, base_args, run_cli
+from helpers import ROOT, base_args, run_cli
 from segx.errors import WeightsError
 from segx.registry import load_model_config
 from weights_server import WeightsServer
@@ -74,6 +74,7 @@ def mirror(monkeypatch, server: WeightsServer) -> None:
     monkeypatch.setenv("SEGX_WEIGHTS_MIRROR", server.url)
 
 
+@pytest.mark.slow
 def test_training_starts_from_the_official_backbone_by_default(data, tmp_path, home,
                                                                monkeypatch):
     backbone = state_bytes("PP-LiteSeg-T", 19, backbone_only=True)
@@ -108,6 +109,7 @@ def test_offline_default_stops_before_the_first_step_naming_the_file(data, tmp_p
     assert not list((tmp_path / "o").glob("iter_*"))
 
 
+@pytest.mark.slow
 def test_create_model_by_name_downloads_exports_caches_and_works_offline(data, home,
                                                                        monkeypatch):
     from segx import create_model
@@ -216,6 +218,7 @@ def test_a_file_from_elsewhere_imports_offline(home, monkeypatch, tmp_path):
     assert fetch(BACKBONE_URL).read_bytes() == b"weights from a connected machine"
 
 
+@pytest.mark.slow
 def test_wrong_shaped_official_weights_are_a_one_line_error(data, home, tmp_path, monkeypatch):
     wrong = state_bytes("FCN_HRNet-W18", 19)  # another architecture at the PP-LiteSeg address
     with WeightsServer({path_of(CITYSCAPES_URL): wrong}) as server:
@@ -227,6 +230,7 @@ def test_wrong_shaped_official_weights_are_a_one_line_error(data, home, tmp_path
     assert len(r.stderr.strip().splitlines()) == 1 and "does not fit" in r.stderr
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_trained_weights_reinitialises_the_head(data, tmp_path, home,
                                                                monkeypatch):
     full = state_bytes("PP-LiteSeg-T", 19)
