@@ -48,6 +48,11 @@ class TTA:
             object.__setattr__(self, key, tuple(v))
         if self.crop_size and not self.stride:
             object.__setattr__(self, "stride", self.crop_size)
+        if self.crop_size and any(s > c for s, c in zip(self.stride, self.crop_size)):
+            raise ConfigError(f"stride={list(self.stride)} is larger than crop_size="
+                              f"{list(self.crop_size)}: pixels between windows would get no "
+                              "score.", solution="use a stride at most the crop size, e.g. 3/4 "
+                                                 "of it for overlapping windows.")
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> "TTA":
@@ -122,7 +127,7 @@ def scores(run: Scorer, batch: np.ndarray, tta: TTA = NO_TTA,
     if not tta.active:
         return run(batch)
     n, _, h, w = batch.shape
-    total = None
+    total, views = None, 0
     flips = [None] + ([3] if tta.flip_horizontal else []) + ([2] if tta.flip_vertical else [])
     for s in tta.scales:
         xs = batch if s == 1.0 else resize_scores(batch, max(int(h * s + .5), 1),
@@ -137,7 +142,8 @@ def scores(run: Scorer, batch: np.ndarray, tta: TTA = NO_TTA,
             if out.shape[2:] != (h, w):
                 out = resize_scores(out, h, w)
             total = out if total is None else total + out
-    return total
+            views += 1
+    return total / views
 
 
 def restore(score: np.ndarray, trans_info: list, nearest: bool = False) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import run_cli
+from helpers import run_cli
 
 EVIL = "<script>alert(1)</script>"
 

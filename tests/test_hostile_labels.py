@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from helpers import ROOT
 
 PEAK_LIMIT_KB = 1024 * 1024  # 1 GiB, in ru_maxrss units (KiB on Linux)
 AS_LIMIT = 3 << 30  # address space of the checked process: a regression hits MemoryError

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from segx import safe_pickle
 from segx.errors import WeightsError
 from weights_server import WeightsServer

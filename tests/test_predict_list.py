@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from segx.inputs import InputError, expand
 
 
