@@ -20,7 +20,7 @@ from segx.config import Config
 from segx.constants import segx_home
 from segx.errors import WeightsError
 from segx.fileio import replace_dir, write_text
-from segx.registry import canonical_name, list_models, load_model_config
+from segx.registry import canonical_name, list_models, load_model_config, with_weights_arch
 from segx.weights import fetch
 
 
@@ -52,7 +52,7 @@ def trained_entry(cfg: Config, dataset: str | None = None) -> tuple[str, dict]:
 def _run_config(cfg: Config, dataset: str, entry: dict) -> str:
     """A run's config.yaml for official weights: the dataset's classes and transforms."""
     names = CLASS_LISTS[entry["classes"]]
-    data = copy.deepcopy(cfg.data)
+    data = copy.deepcopy(with_weights_arch(cfg, dataset).data)  # the weights' own network
     data["Global"].update({"mode": "predict", "dataset_dir": None})
     data["Train"].update({"num_classes": len(names), "class_names": list(names),
                           "pretrained": dataset, "val_transforms":

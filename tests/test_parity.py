@@ -1,0 +1,166 @@
+"""Every zoo network against the network PaddleSeg's published config builds.
+
+A checkpoint loads into any network with the same tensor names and shapes, but computes what it
+was trained to compute only with the same arguments (dilations, ASPP rates, ``align_corners``).
+For each trained entry and each ImageNet start, the official config's model section (data in
+tests/official_sections.py, copied from PaddleSeg's configs) is compared with segx's ``Arch``
+(merged with the entry's own ``arch:``):
+
+* every argument, with defaults filled in from the component's signature, is equal;
+* the network paddleseg builds from the official section and segx's network have the same
+  tensor names and shapes and give the same logits for the same random weights.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+
+import numpy as np
+import pytest
+
+from segx.registry import list_models, load_model_config, with_weights_arch
+from tests.official_sections import IMAGENET_STARTS, SECTIONS, TRAINED
+
+backend = pytest.importorskip("segx.backend")
+from paddleseg.cvlibs import manager  # noqa: E402
+
+IGNORED = {"pretrained", "num_classes"}  # weights segx loads itself; the class count is data's
+NOT_IN_PADDLESEG = {"SeaFormerSeg"}  # paddleseg 2.8.0 lacks SeaFormer; names: test_seaformer_*
+
+
+def _zoo() -> tuple[dict, dict]:
+    """(model, dataset) -> trained entry, and model -> ImageNet start, as segx's YAMLs list them."""
+    trained, starts = {}, {}
+    for name in list_models():
+        weights = load_model_config(name).get("Meta.weights") or {}
+        for dataset, entry in (weights.get("trained") or {}).items():
+            trained[(name, dataset)] = entry
+        if weights.get("backbone"):
+            starts[name] = weights["backbone"]
+    return trained, starts
+
+
+ZOO_TRAINED, ZOO_STARTS = _zoo()
+# the ImageNet start is what a model trains from with its default Arch (no weights' arch)
+CASES = ([(m, d, cfg) for (m, d), cfg in sorted(TRAINED.items())]
+         + [(m, None, cfg) for m, cfg in sorted(IMAGENET_STARTS.items())])
+IDS = [f"{m}@{d or 'imagenet'}" for m, d, _ in CASES]
+
+
+def test_the_data_covers_the_whole_zoo():
+    """61 trained entries and every ImageNet start, each tied to the config the YAML names."""
+    assert set(TRAINED) == set(ZOO_TRAINED) and len(TRAINED) == 61
+    assert set(IMAGENET_STARTS) == set(ZOO_STARTS)
+    for key, entry in ZOO_TRAINED.items():
+        assert entry["config"] == TRAINED[key], key
+    assert all(cfg in SECTIONS for _, _, cfg in CASES)
+
+
+def segx_arch(model: str, dataset: str | None) -> dict:
+    cfg = load_model_config(model)
+    return copy.deepcopy(with_weights_arch(cfg, dataset)["Arch"] if dataset else cfg["Arch"])
+
+
+def _registry(key: str, in_model: bool):
+    return manager.BACKBONES if key == "backbone" and in_model else manager.MODELS
+
+
+def _built_class(component):
+    """The class behind a factory such as ``ResNet50_vd(**kwargs)`` (whose defaults are its
+    class's), or the component itself."""
+    if inspect.isclass(component):
+        return component
+    for name in component.__code__.co_names:
+        found = component.__globals__.get(name)
+        if inspect.isclass(found):
+            return found
+    return component
+
+
+def effective(spec: dict, kind=None) -> dict:
+    """A component's arguments with its signature's defaults filled in, nested components
+    likewise; what the network is built from, however the YAML spells it."""
+    kind = kind or manager.MODELS
+    cls = _built_class(kind[spec["type"]])
+    args = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+            if p.default is not p.empty}
+    for key, value in spec.items():
+        if isinstance(value, dict) and "type" in value:
+            value = effective(value, manager.BACKBONES if key == "backbone" else kind)
+        args[key] = value
+    out = {k: v for k, v in args.items() if k not in IGNORED}
+    return json.loads(json.dumps(out, default=str))  # tuples and lists compare alike
+
+
+@pytest.mark.parametrize("model,dataset,config", CASES, ids=IDS)
+def test_arguments_match_the_official_config(model, dataset, config):
+    official = SECTIONS[config]["model"]
+    ours = segx_arch(model, dataset)
+    if official["type"] in NOT_IN_PADDLESEG:  # segx's class: the arguments it shares
+        mine = effective(ours)
+        theirs = {k: v for k, v in official.items() if k in mine or k == "backbone"}
+        theirs["backbone"] = {k: v for k, v in official["backbone"].items() if k != "pretrained"}
+        assert ours["backbone"] == {**theirs["backbone"], "pretrained": None}
+        assert {k: mine[k] for k in theirs if k != "backbone"} == \
+            {k: v for k, v in theirs.items() if k != "backbone"}
+        return
+    mine, theirs = effective(ours), effective(official)
+    diff = {k: (mine.get(k), theirs.get(k)) for k in set(mine) | set(theirs)
+            if mine.get(k) != theirs.get(k)}
+    assert not diff, f"{model}@{dataset or 'imagenet'} vs {config}: (segx, official) {diff}"
+
+
+# ------------------------------------------------------------------ the networks themselves
+def build_official(spec: dict, num_classes: int):
+    """The network paddleseg builds from an official model section (its own components)."""
+    import paddle
+
+    def make(node, kind):
+        kwargs = {}
+        for key, value in node.items():
+            if key == "type" or key in ("pretrained",):
+                continue
+            if isinstance(value, dict) and "type" in value:
+                value = make(value, manager.BACKBONES if key == "backbone" else kind)
+            kwargs[key] = value
+        return kind[node["type"]](**kwargs)
+
+    with paddle.utils.unique_name.guard():
+        return make({**spec, "num_classes": num_classes}, manager.MODELS)
+
+
+def _groups() -> dict:
+    """One network check per distinct (official section, segx Arch): many entries share one."""
+    groups: dict = {}
+    for model, dataset, config in CASES:
+        sec = SECTIONS[config]
+        if sec["model"]["type"] in NOT_IN_PADDLESEG:
+            continue
+        key = json.dumps([sec["model"], sec["num_classes"], segx_arch(model, dataset)],
+                         sort_keys=True)
+        groups.setdefault(key, []).append((model, dataset, config))
+    return groups
+
+
+GROUPS = _groups()
+
+
+@pytest.mark.parametrize("members", list(GROUPS.values()),
+                         ids=[f"{v[0][0]}@{v[0][1] or 'imagenet'}+{len(v) - 1}"
+                              for v in GROUPS.values()])
+def test_same_tensors_and_logits_as_the_official_network(members):
+    import paddle
+    model, dataset, config = members[0]
+    sec = SECTIONS[config]
+    theirs = build_official(sec["model"], sec["num_classes"])
+    ours = backend.build_model(segx_arch(model, dataset), sec["num_classes"])
+    a, b = theirs.state_dict(), ours.state_dict()
+    assert {k: list(v.shape) for k, v in b.items()} == {k: list(v.shape) for k, v in a.items()}
+    ours.set_state_dict({k: v.numpy() for k, v in a.items()})  # theirs' random init, copied
+    theirs.eval(), ours.eval()
+    x = paddle.to_tensor(np.random.default_rng(0).random((1, 3, 64, 64), dtype="float32"))
+    with paddle.no_grad():
+        la, lb = theirs(x)[0].numpy(), ours(x)[0].numpy()
+    assert la.shape == lb.shape
+    np.testing.assert_allclose(lb, la, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(la).max()))
