@@ -873,3 +873,31 @@ SECTIONS = {'ann_resnet101_os8_cityscapes_1024x512_80k': {'source': 'configs/ann
                                                                       'aspp_out_channels': 256,
                                                                       'align_corners': False,
                                                                       'pretrained': None}}}
+
+# PaddleSeg's SeaFormer backbones (paddleseg/models/backbones/seaformer.py, same snapshot):
+# the arguments of SeaFormer_{tiny,small,base,large}; attn_ratios is 2 in all, the axial
+# positional embeddings have length 16. Not in paddleseg 2.8.0, so the tests name the tensors
+# from these facts (test_parity.official_seaformer_names) instead of building the network.
+SEAFORMER_VARIANTS = {
+    "tiny": dict(cfgs=[[[3, 1, 16, 1], [3, 4, 16, 2], [3, 3, 16, 1]], [[5, 3, 32, 2], [5, 3, 32, 1]],
+                       [[3, 3, 64, 2], [3, 3, 64, 1]], [[5, 3, 128, 2]], [[3, 6, 160, 2]]],
+                 emb_dims=[128, 160], channels=[16, 16, 32, 64, 128, 160], depths=[2, 2],
+                 num_heads=4, key_dims=[16, 24], mlp_ratios=[2, 4]),
+    "small": dict(cfgs=[[[3, 1, 16, 1], [3, 4, 24, 2], [3, 3, 24, 1]], [[5, 3, 48, 2], [5, 3, 48, 1]],
+                        [[3, 3, 96, 2], [3, 3, 96, 1]], [[5, 4, 160, 2]], [[3, 6, 192, 2]]],
+                  emb_dims=[160, 192], channels=[16, 24, 48, 96, 160, 192], depths=[3, 3],
+                  num_heads=6, key_dims=[16, 24], mlp_ratios=[2, 4]),
+    "base": dict(cfgs=[[[3, 1, 16, 1], [3, 4, 32, 2], [3, 3, 32, 1]], [[5, 3, 64, 2], [5, 3, 64, 1]],
+                       [[3, 3, 128, 2], [3, 3, 128, 1]], [[5, 4, 192, 2]], [[3, 6, 256, 2]]],
+                 emb_dims=[192, 256], channels=[16, 32, 64, 128, 192, 256], depths=[4, 4],
+                 num_heads=8, key_dims=[16, 24], mlp_ratios=[2, 4]),
+    "large": dict(cfgs=[[[3, 3, 32, 1], [3, 4, 64, 2], [3, 4, 64, 1]],
+                        [[5, 4, 128, 2], [5, 4, 128, 1]], [[3, 4, 192, 2], [3, 4, 192, 1]],
+                        [[5, 4, 256, 2]], [[3, 6, 320, 2]]],
+                  emb_dims=[192, 256, 320], channels=[32, 64, 128, 192, 256, 320],
+                  depths=[3, 3, 3], num_heads=8, key_dims=[16, 20, 24], mlp_ratios=[2, 4, 6]),
+}
+# SeaFormerSeg's head: fuse{i} (local_embedding, global_act: ConvBN), linear_fuse (ConvBNReLU,
+# depthwise when is_dw), cls_seg (Conv2D with bias); backbone features feat_channels:
+SEAFORMER_FEAT_CHANNELS = {"tiny": [32, 128, 160], "small": [48, 160, 192],
+                           "base": [64, 192, 256], "large": [128, 192, 256, 320]}

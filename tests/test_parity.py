@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from segx.registry import list_models, load_model_config, with_weights_arch
-from tests.official_sections import IMAGENET_STARTS, SECTIONS, TRAINED
+from tests.official_sections import (IMAGENET_STARTS, SEAFORMER_FEAT_CHANNELS,
+                                     SEAFORMER_VARIANTS, SECTIONS, TRAINED)
 
 backend = pytest.importorskip("segx.backend")
 from paddleseg.cvlibs import manager  # noqa: E402
@@ -146,6 +147,7 @@ def _groups() -> dict:
 GROUPS = _groups()
 
 
+@pytest.mark.slow  # ~45 networks, up to ResNet101 at output stride 8: minutes on 2 cores
 @pytest.mark.parametrize("members", list(GROUPS.values()),
                          ids=[f"{v[0][0]}@{v[0][1] or 'imagenet'}+{len(v) - 1}"
                               for v in GROUPS.values()])
@@ -164,3 +166,111 @@ def test_same_tensors_and_logits_as_the_official_network(members):
         la, lb = theirs(x)[0].numpy(), ours(x)[0].numpy()
     assert la.shape == lb.shape
     np.testing.assert_allclose(lb, la, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(la).max()))
+
+
+# ------------------------------------------------------------------ SeaFormer: PaddleSeg's names
+def _conv_bn(out: dict, name: str, cout: int, cin_per_group: int, k: int = 1) -> None:
+    out[f"{name}._conv.weight"] = [cout, cin_per_group, k, k]
+    for p in ("weight", "bias", "_mean", "_variance"):
+        out[f"{name}._batch_norm.{p}"] = [cout]
+
+
+def _mv2_stages(out: dict, v: dict) -> None:
+    _conv_bn(out, "smb1.stem_block.0", v["channels"][0], 3, 3)
+    for i, rows in enumerate(v["cfgs"]):
+        cin = v["channels"][i]
+        for j, (k, t, c, _s) in enumerate(rows):
+            hidden, pre, idx = int(round(cin * t)), f"smb{i + 1}.layer{j + 1}.conv", 0
+            if t != 1:
+                _conv_bn(out, f"{pre}.0", hidden, cin)
+                idx = 2
+            _conv_bn(out, f"{pre}.{idx}", hidden, 1, k)
+            _conv_bn(out, f"{pre}.{idx + 2}", c, hidden)
+            cin = c
+
+
+def _sea_blocks(out: dict, v: dict) -> None:
+    for t, (dim, depth) in enumerate(zip(v["emb_dims"], v["depths"])):
+        nh_kd = v["key_dims"][t] * v["num_heads"]
+        dh, hidden = 2 * nh_kd, dim * v["mlp_ratios"][t]
+        for b in range(depth):
+            pre = f"trans{t + 1}.transformer_blocks.{b}"
+            for name, cout in (("to_q", nh_kd), ("to_k", nh_kd), ("to_v", dh)):
+                _conv_bn(out, f"{pre}.attn.{name}", cout, dim)
+            for name in ("rowq", "rowk", "columnq", "columnk"):
+                out[f"{pre}.attn.pos_emb_{name}.pos_embed"] = [1, nh_kd, 16]
+            _conv_bn(out, f"{pre}.attn.proj_encode_row.1", dh, dh)
+            _conv_bn(out, f"{pre}.attn.proj_encode_column.1", dh, dh)
+            _conv_bn(out, f"{pre}.attn.proj.1", dim, dh)
+            _conv_bn(out, f"{pre}.attn.dwconv", 2 * dh, 1, 3)
+            _conv_bn(out, f"{pre}.attn.pwconv", dim, 2 * dh)
+            _conv_bn(out, f"{pre}.mlp.fc1", hidden, dim)
+            out[f"{pre}.mlp.dwconv.weight"], out[f"{pre}.mlp.dwconv.bias"] = \
+                [hidden, 1, 3, 3], [hidden]
+            _conv_bn(out, f"{pre}.mlp.fc2", dim, hidden)
+
+
+def official_seaformer_names(variant: str, section: dict | None = None) -> dict:
+    """PaddleSeg's tensor names and shapes of SeaFormer_<variant> (the ImageNet archive), or
+    with ``section`` (an official SeaFormerSeg model section) of the whole network."""
+    v, out = SEAFORMER_VARIANTS[variant], {}
+    _mv2_stages(out, v)
+    _sea_blocks(out, v)
+    if section is None:
+        return out
+    out = {f"backbone.{k}": s for k, s in out.items()}
+    feats, dims = SEAFORMER_FEAT_CHANNELS[variant], section["embed_dims"]
+    for i, d in enumerate(dims):
+        _conv_bn(out, f"fuse{i + 1}.local_embedding", d, feats[0] if i == 0 else dims[i - 1])
+        _conv_bn(out, f"fuse{i + 1}.global_act", d, feats[i + 1])
+    h = section["head_channels"]
+    _conv_bn(out, "linear_fuse", h, 1 if section.get("is_dw", True) else h)
+    out["cls_seg.weight"], out["cls_seg.bias"] = [SECTIONS_NC, h, 1, 1], [SECTIONS_NC]
+    return out
+
+
+SECTIONS_NC = 150  # ADE20K, the SeaFormer configs' dataset
+SEAFORMERS = sorted(m for m in IMAGENET_STARTS if m.startswith("SeaFormer_"))
+
+
+def _seaformer(model: str):
+    sec = SECTIONS[IMAGENET_STARTS[model]]
+    net = backend.build_model(segx_arch(model, None), sec["num_classes"])
+    return net, sec, model.split("_")[1]
+
+
+@pytest.mark.parametrize("model", SEAFORMERS)
+def test_seaformer_saves_under_paddleseg_names(model):
+    """What segx writes for a SeaFormer run is what PaddleX's network holds (names, shapes)."""
+    net, sec, variant = _seaformer(model)
+    saved = backend.model_state(net)
+    assert {k: list(v.shape) for k, v in saved.items()} == \
+        official_seaformer_names(variant, sec["model"])
+
+
+@pytest.mark.parametrize("model", SEAFORMERS)
+def test_seaformer_loads_the_official_imagenet_backbone(model, tmp_path):
+    """An archive under PaddleSeg's backbone names loads N of N tensors, value for value."""
+    from segx.config import Config
+    from segx.training.build import load_pretrained
+    net, _, variant = _seaformer(model)
+    rng = np.random.default_rng(1)
+    archive = {k: rng.random(s, dtype="float32")
+               for k, s in official_seaformer_names(variant).items()}
+    backend.save(archive, tmp_path / "backbone.pdparams")
+    cfg = load_model_config(model, [f"Train.pretrained={tmp_path / 'backbone.pdparams'}"])
+    lines: list[str] = []
+    load_pretrained(net, Config(cfg.data, cfg.source), lines.append)
+    n = len(archive)
+    assert f"loaded {n} of " in lines[-1] and "skipped" not in lines[-1], lines[-1]
+    saved = backend.model_state(net)
+    for key, value in archive.items():
+        np.testing.assert_array_equal(saved[f"backbone.{key}"].numpy(), value)
+
+
+def test_seaformer_runs_of_earlier_segx_keep_loading():
+    """Weights segx saved under its own names before (0.2) load strictly as before."""
+    net, _, _ = _seaformer("SeaFormer_tiny")
+    old = {k: v.numpy() + 1 for k, v in net.state_dict().items()}
+    assert not backend.set_state(net, old)
+    assert all(np.array_equal(net.state_dict()[k].numpy(), v) for k, v in old.items())

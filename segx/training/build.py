@@ -156,7 +156,7 @@ def load_pretrained(model, cfg: Config, log) -> str:
     state = backend.load_weights(path)
     if not isinstance(state, dict):
         raise WeightsError(f"'{path}' is not a state dict.", solution="give a .pdparams file.")
-    own = model.state_dict()
+    own, state = model.state_dict(), backend.native_state(model, state)
     as_backbone = sum(f"backbone.{k}" in own for k in state) > sum(k in own for k in state)
     if as_backbone:
         state = {f"backbone.{k}": v for k, v in state.items()}
