@@ -89,6 +89,20 @@ def model_folder(name: str, dataset: str | None = None) -> Path:
     return folder
 
 
+def published_prediction(name: str) -> dict:
+    """How the published mIoU of a zoo name's weights (``SegFormer-B0``,
+    ``EMANet-R50@pascal_voc12``) was predicted beyond its transforms: ``crop_size`` and
+    ``stride`` of a sliding window, or nothing; ``{}`` for anything that is not a zoo name."""
+    name, _, dataset = str(name).partition("@")
+    found = canonical_name(name)
+    if found is None:
+        return {}
+    trained = (load_model_config(found).get("Meta.weights") or {}).get("trained") or {}
+    entry = trained.get(dataset or next(iter(trained), ""), {})
+    window = entry.get("sliding_window") or {}
+    return {k: tuple(window[k]) for k in ("crop_size", "stride") if k in window}
+
+
 def run_weights(folder: Path) -> Path:
     """The weights inside a prepared model folder (what the dynamic graph loads)."""
     return folder / "run" / "best_model" / "model.pdparams"
@@ -112,8 +126,11 @@ def _prepare(cfg: Config, dataset: str, entry: dict, folder: Path) -> None:
         if cfg.get("Meta.no_static_export"):  # the dynamic graph predicts from run/
             replace_dir(tmp, folder)
             return
-        from segx.exporting import export_run
-        export_run(run / "config.yaml", run / "best_model" / "model.pdparams", tmp / "export")
+        from segx.exporting import ExportOptions, export_run
+        # a sliding window combines class scores, so those weights export with softmax
+        options = ExportOptions(output_op="softmax" if entry.get("sliding_window") else "argmax")
+        export_run(run / "config.yaml", run / "best_model" / "model.pdparams", tmp / "export",
+                   options)
         for item in (tmp / "export").iterdir():
             shutil.move(str(item), tmp / item.name)
         (tmp / "export").rmdir()

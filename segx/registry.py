@@ -135,3 +135,22 @@ def with_pretrained_arch(cfg: Config) -> Config:
     """``cfg`` with the architecture of the trained weights ``Train.pretrained`` names (a
     dataset such as ``pascal_voc12``) applied; unchanged for any other start."""
     return with_weights_arch(cfg, cfg.get("Train.pretrained", None))
+
+
+def checkpoint_settings(entry: dict) -> list[str]:
+    """What a trained-weights entry needs beyond the model's defaults to compute what its
+    published mIoU measured, in words (``align_corners=true``, ``padded to 512x512`` ...)."""
+    out = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+           for k, v in (entry.get("arch") or {}).items()]
+    for t in entry.get("transforms") or []:
+        if t.get("type") == "Resize":
+            out.append("resized to {}x{}".format(*t["target_size"]))
+        elif t.get("type") == "Padding":
+            out.append("padded to {}x{}".format(*t["target_size"]))
+        elif t.get("type") == "LimitLong":
+            out.append(f"long side at most {t['max_long']}")
+    window = entry.get("sliding_window")
+    if window:
+        out.append("sliding window {}x{}, stride {}x{}".format(*window["crop_size"],
+                                                              *window["stride"]))
+    return out

@@ -120,3 +120,26 @@ def test_a_model_with_named_parameters_builds_twice_in_one_process():
     first = backend.build_model(cfg["Arch"], num_classes=2)
     second = backend.build_model(cfg["Arch"], num_classes=2)
     assert backend.count_params(first) == backend.count_params(second)
+
+
+def test_voc_weights_build_their_own_network_by_name_and_as_start(tmp_path):
+    """EMANet's VOC weights were trained with align_corners=true (PaddleSeg's VOC config); the
+    Cityscapes ones without. create_model's run config and Train.pretrained apply each."""
+    from segx.official import _run_config, published_prediction, trained_entry
+    from segx.registry import with_pretrained_arch
+    cfg = load_config("EMANet-R50")
+    assert cfg.get("Arch.align_corners", False) is False
+    for dataset, expected in (("pascal_voc12", True), ("cityscapes", False)):
+        run = tmp_path / f"{dataset}.yaml"
+        run.write_text(_run_config(cfg, *trained_entry(cfg, dataset)))
+        from segx.config import load_config as load_file
+        assert load_file(run).get("Arch.align_corners", False) is expected
+        start = with_pretrained_arch(load_config("EMANet-R50",
+                                                 [f"Train.pretrained={dataset.upper()}"]))
+        assert start.get("Arch.align_corners", False) is expected
+    assert load_file(tmp_path / "pascal_voc12.yaml").get("Train.val_transforms")[1] == \
+        {"type": "Padding", "target_size": [512, 512]}
+    assert published_prediction("SegFormer-B0") == {"crop_size": (1024, 1024),
+                                                    "stride": (768, 768)}
+    assert published_prediction("EMANet-R50@pascal_voc12") == {}
+    assert published_prediction("no/such/path") == {}

@@ -1,10 +1,15 @@
 """A real HTTP server on 127.0.0.1 that serves generated files at the official paths (through
-SEGX_WEIGHTS_MIRROR), with Range support, an optional trickle, and a log of what it served."""
+SEGX_WEIGHTS_MIRROR), with Range support, an optional trickle, and a log of what it served.
+
+Official trained weights are served as :func:`official_checkpoint` makes them: from the network
+PaddleSeg's published config builds, not from segx's own."""
 from __future__ import annotations
 
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from official_networks import official_checkpoint  # noqa: F401  (what it serves as trained weights)
 
 
 class WeightsServer:
