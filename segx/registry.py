@@ -90,6 +90,12 @@ class ModelInfo:
         return dict(self.weights.get("trained") or {})
 
     @property
+    def checkpoint_settings(self) -> dict[str, list[str]]:
+        """Per dataset, what its trained weights need beyond the defaults (words; none: left
+        out)."""
+        return {d: s for d, e in self.trained_weights.items() if (s := checkpoint_settings(e))}
+
+    @property
     def backbone_weights(self) -> dict | None:
         """The official ImageNet backbone weights training starts from, or None."""
         return self.weights.get("backbone")

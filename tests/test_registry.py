@@ -143,3 +143,12 @@ def test_voc_weights_build_their_own_network_by_name_and_as_start(tmp_path):
                                                     "stride": (768, 768)}
     assert published_prediction("EMANet-R50@pascal_voc12") == {}
     assert published_prediction("no/such/path") == {}
+
+
+def test_segx_models_names_the_settings_each_checkpoint_needs():
+    from conftest import run_cli
+    r = run_cli("models", "EMANet")
+    assert r.returncode == 0, r.stderr
+    assert "EMANet-R50@pascal_voc12: align_corners=true; long side at most 512; padded to " \
+           "512x512" in r.stdout
+    assert "EMANet-R50@cityscapes" not in r.stdout  # the defaults: nothing to say
