@@ -78,13 +78,13 @@ def model_folder(name: str, dataset: str | None = None) -> Path:
     cfg = load_model_config(found)
     default = next(iter((cfg.get("Meta.weights") or {}).get("trained") or {}), None)
     folder = models_dir() / (found if dataset in (None, default) else f"{found}@{dataset}")
-    if _ready(folder):
-        return folder
     dataset, entry = trained_entry(cfg, dataset)
+    if _ready(folder, entry):
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f".{found}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be preparing it
-        if not _ready(folder):
+        if not _ready(folder, entry):
             _prepare(cfg, dataset, entry, folder)
     return folder
 
@@ -108,8 +108,15 @@ def run_weights(folder: Path) -> Path:
     return folder / "run" / "best_model" / "model.pdparams"
 
 
-def _ready(folder: Path) -> bool:
-    return (folder / "inference.yml").is_file() or run_weights(folder).is_file()
+def _ready(folder: Path, entry: dict) -> bool:
+    """Prepared, and (weights predicted with a sliding window) exported with class scores; a
+    folder an earlier segx exported with argmax is prepared again."""
+    info = folder / "inference.yml"
+    if info.is_file() and entry.get("sliding_window"):
+        from segx.config import parse_yaml
+        data = parse_yaml(info.read_text(encoding="utf-8", errors="replace"), str(info))
+        return isinstance(data, dict) and (data.get("Deploy") or {}).get("output_op") == "softmax"
+    return info.is_file() or run_weights(folder).is_file()
 
 
 def _prepare(cfg: Config, dataset: str, entry: dict, folder: Path) -> None:

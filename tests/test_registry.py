@@ -152,3 +152,17 @@ def test_segx_models_names_the_settings_each_checkpoint_needs():
     assert "EMANet-R50@pascal_voc12: align_corners=true; long side at most 512; padded to " \
            "512x512" in r.stdout
     assert "EMANet-R50@cityscapes" not in r.stdout  # the defaults: nothing to say
+
+
+def test_a_sliding_window_model_exported_with_argmax_is_prepared_again(tmp_path):
+    """SegFormer predicts as published with a sliding window, which needs class scores: a
+    folder an earlier segx exported with argmax does not count as ready."""
+    from segx.official import _ready, trained_entry
+    _, entry = trained_entry(load_config("SegFormer-B0"), "cityscapes")
+    (tmp_path / "inference.yml").write_text("Deploy:\n  output_op: argmax\n")
+    assert not _ready(tmp_path, entry)
+    (tmp_path / "inference.yml").write_text("Deploy:\n  output_op: softmax\n")
+    assert _ready(tmp_path, entry)
+    _, plain = trained_entry(load_config("PP-LiteSeg-T"), "camvid")
+    (tmp_path / "inference.yml").write_text("Deploy:\n  output_op: argmax\n")
+    assert _ready(tmp_path, plain)
