@@ -94,7 +94,7 @@ def print_models(pattern: str | None) -> int:
         return 2
     head = ("model", "architecture", "backbone", "params(M)", "mIoU*", "dataset*",
             "CPU ms*", "ImageNet start", "trained weights")
-    rows, static_only = [], []
+    rows, static_only, settings = [], [], []
     for name in names:
         info = model_info(name)
         pub = info.published
@@ -104,6 +104,7 @@ def print_models(pattern: str | None) -> int:
                      ", ".join(info.trained_weights) or "-"))
         if info.no_static_export:
             static_only.append(f"  {name}: {info.no_static_export}")
+        settings += [f"  {name}@{d}: {'; '.join(s)}" for d, s in info.checkpoint_settings.items()]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
@@ -111,6 +112,10 @@ def print_models(pattern: str | None) -> int:
           "by segx; params are counted by segx with 19 classes. ImageNet start: what training "
           "starts from by default (Train.pretrained=imagenet); trained weights: datasets "
           "create_model(name) and Train.pretrained can use.")
+    if settings:
+        print("\nTrained weights measured with settings of their own (create_model(name) and "
+              "Train.pretrained apply them; every entry is checked against its official config):")
+        print("\n".join(settings), end="\n\n")
     if static_only:
         print("Not exportable to a static graph (predicted on the dynamic graph):",
               *static_only, sep="\n")

@@ -85,8 +85,10 @@ def config_reference() -> str:
 
 
 def _trained(info) -> str:
-    return ", ".join(f"{k} ({v.get('miou', '?')})" for k, v in info.trained_weights.items()) \
-        or "-"
+    settings = info.checkpoint_settings
+    return ", ".join(f"{k} ({v.get('miou', '?')}"
+                     + (f"; {', '.join(settings[k])}" if k in settings else "") + ")"
+                     for k, v in info.trained_weights.items()) or "-"
 
 
 def model_table() -> str:
@@ -102,6 +104,23 @@ def model_table() -> str:
              "are PaddleSeg's published models (dataset, published single-scale mIoU): "
              "`create_model(name)` predicts with the first, `name@dataset` picks another, and "
              "`Train.pretrained=<dataset>` fine-tunes from it.", "",
+             "After the mIoU come the settings a checkpoint needs beyond the model's defaults, "
+             "as its PaddleSeg config measured the published number: architecture arguments "
+             "(`align_corners=true` for the VOC configs of EMANet and ISANet), the inference "
+             "transforms (VOC: padded to 512x512, larger images first scaled to a long side of "
+             "512; PP-LiteSeg: Cityscapes at half scale, 1024x512) and SegFormer's sliding "
+             "window. `create_model(name)` and `Train.pretrained=<dataset>` apply them, and a run "
+             "records them in its `config.yaml`, so an exported or fine-tuned model keeps them. "
+             "ISANet's Cityscapes configs also pad to 2049x1025; segx leaves that out (one pixel "
+             "on Cityscapes images, and it would refuse larger photos).", "",
+             "**Parity is tested** for every trained entry and every ImageNet start "
+             "(`tests/test_parity.py`): the model section of the official PaddleSeg config "
+             "(held as data, with its file name, in `tests/official_sections.py`) and segx's "
+             "`Arch` with the entry's arguments give the same arguments (defaults filled in), "
+             "the same tensor names and shapes, and the same logits for the same random "
+             "weights. SeaFormer (which paddleseg 2.8.0 lacks) is checked by tensor names and "
+             "shapes against PaddleSeg's: segx saves SeaFormer weights under PaddleSeg's names "
+             "and loads those, PaddleX's ImageNet backbones and its own earlier names alike.", "",
              "| model | family | architecture | backbone | params (M) | published mIoU | "
              "dataset | CPU ms | ImageNet start | trained weights |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -249,7 +249,10 @@ def create_model(model: str | Path, *, device: str | None = None, engine: str = 
     Args:
         model: an exported folder, a training output folder, a ``model.pdparams`` inside a
             training run, or a model name (``PP-LiteSeg-T``, any case: its official trained
-            weights, fetched and exported once into ``$SEGX_HOME/models``).
+            weights, fetched and exported once into ``$SEGX_HOME/models``); ``name@dataset``
+            (``EMANet-R50@pascal_voc12``) picks another dataset's weights. A name predicts the
+            way its published mIoU was measured: that checkpoint's architecture arguments and
+            transforms, and its sliding window (SegFormer) unless ``crop_size`` is given.
         device: ``cpu``, ``gpu``, ``gpu:N`` or None (GPU when present and paddle installed).
         engine: ``auto`` (the fastest engine export found exact, Paddle on a GPU),
             ``paddle``, ``openvino`` or ``onnxruntime`` (see :mod:`segx.engines`).
@@ -263,7 +266,8 @@ def create_model(model: str | Path, *, device: str | None = None, engine: str = 
         scales: multi-scale factors (test-time augmentation; needs class scores).
         flip_horizontal: add horizontally flipped predictions.
         flip_vertical: add vertically flipped predictions.
-        crop_size: sliding-window size [w, h] (None: the whole image at once).
+        crop_size: sliding-window size [w, h] (None: the whole image at once, or a zoo
+            name's published window).
         stride: sliding-window stride [w, h] (None: the window size).
 
     Example:
@@ -271,6 +275,10 @@ def create_model(model: str | Path, *, device: str | None = None, engine: str = 
         ...     for res in model.predict(["a.jpg", "photos/"], batch_size=4):
         ...         res.print(); res.save_to_img("out/"); res.save_to_json("out/")
     """
+    if crop_size is None and not Path(str(model)).expanduser().exists():
+        from segx.official import published_prediction  # a zoo name: as published
+        published = published_prediction(str(model))
+        crop_size, stride = published.get("crop_size"), stride or published.get("stride")
     tta = TTA(tuple(scales), flip_horizontal, flip_vertical,
               tuple(crop_size) if crop_size else None, tuple(stride) if stride else None)
     return SegModel(model, device=device, engine=engine, precision=precision,

@@ -20,7 +20,7 @@ from segx.config import Config
 from segx.constants import segx_home
 from segx.errors import WeightsError
 from segx.fileio import replace_dir, write_text
-from segx.registry import canonical_name, list_models, load_model_config
+from segx.registry import canonical_name, list_models, load_model_config, with_weights_arch
 from segx.weights import fetch
 
 
@@ -52,7 +52,7 @@ def trained_entry(cfg: Config, dataset: str | None = None) -> tuple[str, dict]:
 def _run_config(cfg: Config, dataset: str, entry: dict) -> str:
     """A run's config.yaml for official weights: the dataset's classes and transforms."""
     names = CLASS_LISTS[entry["classes"]]
-    data = copy.deepcopy(cfg.data)
+    data = copy.deepcopy(with_weights_arch(cfg, dataset).data)  # the weights' own network
     data["Global"].update({"mode": "predict", "dataset_dir": None})
     data["Train"].update({"num_classes": len(names), "class_names": list(names),
                           "pretrained": dataset, "val_transforms":
@@ -78,15 +78,29 @@ def model_folder(name: str, dataset: str | None = None) -> Path:
     cfg = load_model_config(found)
     default = next(iter((cfg.get("Meta.weights") or {}).get("trained") or {}), None)
     folder = models_dir() / (found if dataset in (None, default) else f"{found}@{dataset}")
-    if _ready(folder):
-        return folder
     dataset, entry = trained_entry(cfg, dataset)
+    if _ready(folder, entry):
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f".{found}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be preparing it
-        if not _ready(folder):
+        if not _ready(folder, entry):
             _prepare(cfg, dataset, entry, folder)
     return folder
+
+
+def published_prediction(name: str) -> dict:
+    """How the published mIoU of a zoo name's weights (``SegFormer-B0``,
+    ``EMANet-R50@pascal_voc12``) was predicted beyond its transforms: ``crop_size`` and
+    ``stride`` of a sliding window, or nothing; ``{}`` for anything that is not a zoo name."""
+    name, _, dataset = str(name).partition("@")
+    found = canonical_name(name)
+    if found is None:
+        return {}
+    trained = (load_model_config(found).get("Meta.weights") or {}).get("trained") or {}
+    entry = trained.get(dataset or next(iter(trained), ""), {})
+    window = entry.get("sliding_window") or {}
+    return {k: tuple(window[k]) for k in ("crop_size", "stride") if k in window}
 
 
 def run_weights(folder: Path) -> Path:
@@ -94,8 +108,15 @@ def run_weights(folder: Path) -> Path:
     return folder / "run" / "best_model" / "model.pdparams"
 
 
-def _ready(folder: Path) -> bool:
-    return (folder / "inference.yml").is_file() or run_weights(folder).is_file()
+def _ready(folder: Path, entry: dict) -> bool:
+    """Prepared, and (weights predicted with a sliding window) exported with class scores; a
+    folder an earlier segx exported with argmax is prepared again."""
+    info = folder / "inference.yml"
+    if info.is_file() and entry.get("sliding_window"):
+        from segx.config import parse_yaml
+        data = parse_yaml(info.read_text(encoding="utf-8", errors="replace"), str(info))
+        return isinstance(data, dict) and (data.get("Deploy") or {}).get("output_op") == "softmax"
+    return info.is_file() or run_weights(folder).is_file()
 
 
 def _prepare(cfg: Config, dataset: str, entry: dict, folder: Path) -> None:
@@ -112,8 +133,11 @@ def _prepare(cfg: Config, dataset: str, entry: dict, folder: Path) -> None:
         if cfg.get("Meta.no_static_export"):  # the dynamic graph predicts from run/
             replace_dir(tmp, folder)
             return
-        from segx.exporting import export_run
-        export_run(run / "config.yaml", run / "best_model" / "model.pdparams", tmp / "export")
+        from segx.exporting import ExportOptions, export_run
+        # a sliding window combines class scores, so those weights export with softmax
+        options = ExportOptions(output_op="softmax" if entry.get("sliding_window") else "argmax")
+        export_run(run / "config.yaml", run / "best_model" / "model.pdparams", tmp / "export",
+                   options)
         for item in (tmp / "export").iterdir():
             shutil.move(str(item), tmp / item.name)
         (tmp / "export").rmdir()

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from segx.config import Config, load_config
+import copy
+
+from segx.config import Config, load_config, merge_configs
 from segx.errors import ConfigError, UnknownModelError, did_you_mean
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -88,6 +90,12 @@ class ModelInfo:
         return dict(self.weights.get("trained") or {})
 
     @property
+    def checkpoint_settings(self) -> dict[str, list[str]]:
+        """Per dataset, what its trained weights need beyond the defaults (words; none: left
+        out)."""
+        return {d: s for d, e in self.trained_weights.items() if (s := checkpoint_settings(e))}
+
+    @property
     def backbone_weights(self) -> dict | None:
         """The official ImageNet backbone weights training starts from, or None."""
         return self.weights.get("backbone")
@@ -102,3 +110,53 @@ def model_info(name: str) -> ModelInfo:
     return ModelInfo(cfg.model_name, cfg.get("Meta.family") or "-", arch["type"], backbone,
                      cfg.get("Meta.params_m"), cfg.get("Meta.published") or {},
                      cfg.get("Meta.no_static_export"), cfg.get("Meta.weights") or {})
+
+
+def trained_weights_entry(cfg: Config, dataset: str) -> tuple[str, dict] | None:
+    """(registered dataset name, entry) of ``cfg``'s published trained weights for
+    ``dataset`` (any case), or None when the model has none by that name."""
+    trained = (cfg.get("Meta.weights", None) or {}).get("trained") or {}
+    key = {k.lower(): k for k in trained}.get(str(dataset).strip().lower())
+    return (key, trained[key]) if key else None
+
+
+def with_weights_arch(cfg: Config, dataset: str | None) -> Config:
+    """``cfg`` with the architecture arguments of its ``dataset`` trained weights merged over
+    ``Arch`` (an entry's ``arch:``, e.g. ``align_corners: true`` for PaddleSeg's VOC configs);
+    ``cfg`` itself when those weights carry none. The weights compute what they were trained
+    to compute only in that network."""
+    found = trained_weights_entry(cfg, dataset) if dataset else None
+    arch = (found[1].get("arch") or {}) if found else {}
+    if not arch:
+        return cfg
+    if not isinstance(arch, dict):
+        raise ConfigError(f"{cfg.source}: Meta.weights.trained.{found[0]}.arch must be a mapping.",
+                          solution="write the Arch arguments those weights need as a mapping.")
+    data = copy.deepcopy(cfg.data)
+    data["Arch"] = merge_configs(data["Arch"], arch)
+    return Config(data, cfg.source, cfg.schema)
+
+
+def with_pretrained_arch(cfg: Config) -> Config:
+    """``cfg`` with the architecture of the trained weights ``Train.pretrained`` names (a
+    dataset such as ``pascal_voc12``) applied; unchanged for any other start."""
+    return with_weights_arch(cfg, cfg.get("Train.pretrained", None))
+
+
+def checkpoint_settings(entry: dict) -> list[str]:
+    """What a trained-weights entry needs beyond the model's defaults to compute what its
+    published mIoU measured, in words (``align_corners=true``, ``padded to 512x512`` ...)."""
+    out = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+           for k, v in (entry.get("arch") or {}).items()]
+    for t in entry.get("transforms") or []:
+        if t.get("type") == "Resize":
+            out.append("resized to {}x{}".format(*t["target_size"]))
+        elif t.get("type") == "Padding":
+            out.append("padded to {}x{}".format(*t["target_size"]))
+        elif t.get("type") == "LimitLong":
+            out.append(f"long side at most {t['max_long']}")
+    window = entry.get("sliding_window")
+    if window:
+        out.append("sliding window {}x{}, stride {}x{}".format(*window["crop_size"],
+                                                              *window["stride"]))
+    return out

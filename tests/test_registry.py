@@ -129,3 +129,49 @@ def test_a_model_with_named_parameters_builds_twice_in_one_process():
     first = backend.build_model(cfg["Arch"], num_classes=2)
     second = backend.build_model(cfg["Arch"], num_classes=2)
     assert backend.count_params(first) == backend.count_params(second)
+
+
+def test_voc_weights_build_their_own_network_by_name_and_as_start(tmp_path):
+    """EMANet's VOC weights were trained with align_corners=true (PaddleSeg's VOC config); the
+    Cityscapes ones without. create_model's run config and Train.pretrained apply each."""
+    from segx.official import _run_config, published_prediction, trained_entry
+    from segx.registry import with_pretrained_arch
+    cfg = load_config("EMANet-R50")
+    assert cfg.get("Arch.align_corners", False) is False
+    for dataset, expected in (("pascal_voc12", True), ("cityscapes", False)):
+        run = tmp_path / f"{dataset}.yaml"
+        run.write_text(_run_config(cfg, *trained_entry(cfg, dataset)))
+        from segx.config import load_config as load_file
+        assert load_file(run).get("Arch.align_corners", False) is expected
+        start = with_pretrained_arch(load_config("EMANet-R50",
+                                                 [f"Train.pretrained={dataset.upper()}"]))
+        assert start.get("Arch.align_corners", False) is expected
+    assert load_file(tmp_path / "pascal_voc12.yaml").get("Train.val_transforms")[1] == \
+        {"type": "Padding", "target_size": [512, 512]}
+    assert published_prediction("SegFormer-B0") == {"crop_size": (1024, 1024),
+                                                    "stride": (768, 768)}
+    assert published_prediction("EMANet-R50@pascal_voc12") == {}
+    assert published_prediction("no/such/path") == {}
+
+
+def test_segx_models_names_the_settings_each_checkpoint_needs():
+    from conftest import run_cli
+    r = run_cli("models", "EMANet")
+    assert r.returncode == 0, r.stderr
+    assert "EMANet-R50@pascal_voc12: align_corners=true; long side at most 512; padded to " \
+           "512x512" in r.stdout
+    assert "EMANet-R50@cityscapes" not in r.stdout  # the defaults: nothing to say
+
+
+def test_a_sliding_window_model_exported_with_argmax_is_prepared_again(tmp_path):
+    """SegFormer predicts as published with a sliding window, which needs class scores: a
+    folder an earlier segx exported with argmax does not count as ready."""
+    from segx.official import _ready, trained_entry
+    _, entry = trained_entry(load_config("SegFormer-B0"), "cityscapes")
+    (tmp_path / "inference.yml").write_text("Deploy:\n  output_op: argmax\n")
+    assert not _ready(tmp_path, entry)
+    (tmp_path / "inference.yml").write_text("Deploy:\n  output_op: softmax\n")
+    assert _ready(tmp_path, entry)
+    _, plain = trained_entry(load_config("PP-LiteSeg-T"), "camvid")
+    (tmp_path / "inference.yml").write_text("Deploy:\n  output_op: argmax\n")
+    assert _ready(tmp_path, plain)

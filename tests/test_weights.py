@@ -21,7 +21,7 @@ import pytest
 from helpers import ROOT, base_args, run_cli
 from segx.errors import WeightsError
 from segx.registry import load_model_config
-from weights_server import WeightsServer
+from weights_server import WeightsServer, official_checkpoint
 
 LITESEG = load_model_config("PP-LiteSeg-T").get("Meta.weights")
 BACKBONE_URL = LITESEG["backbone"]["url"]
@@ -114,7 +114,7 @@ def test_create_model_by_name_downloads_exports_caches_and_works_offline(data, h
                                                                        monkeypatch):
     from segx import create_model
     from segx.class_lists import CITYSCAPES
-    full = state_bytes("PP-LiteSeg-T", 19)
+    full = official_checkpoint("PP-LiteSeg-T", "cityscapes")
     image = str(data / "images" / "000.jpg")
     with WeightsServer({path_of(CITYSCAPES_URL): full}) as server:
         mirror(monkeypatch, server)
@@ -233,7 +233,7 @@ def test_wrong_shaped_official_weights_are_a_one_line_error(data, home, tmp_path
 @pytest.mark.slow
 def test_fine_tuning_from_trained_weights_reinitialises_the_head(data, tmp_path, home,
                                                                monkeypatch):
-    full = state_bytes("PP-LiteSeg-T", 19)
+    full = official_checkpoint("PP-LiteSeg-T", "cityscapes")
     with WeightsServer({path_of(CITYSCAPES_URL): full}) as server:
         mirror(monkeypatch, server)
         r = run_cli(*base_args(data, tmp_path / "o", "-o", "Train.pretrained=cityscapes",

@@ -4,7 +4,9 @@ and a log of what it served.
 
 ``modes[path]`` makes one path misbehave the way a hostile or broken server does:
 
-A ``Range`` starting at or past the end gets ``416``.
+A ``Range`` starting at or past the end gets ``416``. Official trained weights are served as
+:func:`official_checkpoint` makes them: from the network PaddleSeg's published config builds,
+not from segx's own.
 
 * ``"wrong-range"``: a ``Range`` request gets a ``206`` for the whole file (``Content-Range:
   bytes 0-...``), not the range asked for;
@@ -19,6 +21,8 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from official_networks import official_checkpoint  # noqa: F401  (what it serves as trained weights)
 
 
 class WeightsServer:

@@ -80,13 +80,22 @@ def save(obj, path: Path) -> None:
 
 
 def model_state(model) -> dict:
-    """The state dict of ``model`` (of the wrapped layer under data parallel)."""
-    return (model._layers if isinstance(model, paddle.DataParallel) else model).state_dict()
+    """The state dict of ``model`` (of the wrapped layer under data parallel) as it is saved:
+    SeaFormer's tensors under PaddleSeg's names, which PaddleX reads."""
+    layer = model._layers if isinstance(model, paddle.DataParallel) else model
+    state = layer.state_dict()
+    return seaformer.to_paddleseg(state) if seaformer.has_seaformer(layer) else state
+
+
+def native_state(layer, state: dict) -> dict:
+    """``state`` under ``layer``'s own tensor names: SeaFormer weights written under
+    PaddleSeg's names (PaddleX's, segx's since 0.3) map to segx's; anything else unchanged."""
+    return seaformer.to_native(layer, state) if seaformer.has_seaformer(layer) else state
 
 
 def load_matching(layer: paddle.nn.Layer, state: dict) -> tuple[int, list[str]]:
     """Load the tensors of ``state`` whose name and shape match; returns (loaded, skipped)."""
-    own = layer.state_dict()
+    own, state = layer.state_dict(), native_state(layer, state)
     loaded, skipped = {}, []
     for key, value in state.items():
         if key in own and list(own[key].shape) == list(value.shape):
@@ -101,7 +110,7 @@ def load_matching(layer: paddle.nn.Layer, state: dict) -> tuple[int, list[str]]:
 
 def set_state(layer, state: dict) -> list[str]:
     """Load a full-model state strictly; returns the names of mismatching tensors (none = ok)."""
-    own = layer.state_dict()
+    own, state = layer.state_dict(), native_state(layer, state)
     bad = [k for k in own if k not in state or list(state[k].shape) != list(own[k].shape)]
     bad += [k for k in state if k not in own]
     if not bad:

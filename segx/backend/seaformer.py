@@ -18,6 +18,7 @@ Registered as backbones ``SeaFormer_{tiny,small,base,large}`` and model ``SeaFor
 from __future__ import annotations
 
 import math
+import re
 
 import paddle
 import paddle.nn as nn
@@ -288,3 +289,83 @@ class SeaFormerSeg(nn.Layer):
         y = self.cls(self.dropout(self.linear_fuse(y)))
         return [F.interpolate(y, size=paddle.shape(x)[2:], mode="bilinear",
                               align_corners=self.align_corners)]
+
+
+# --------------------------------------------------------------------------- PaddleSeg's names
+# segx's layers are named by their structure (``stages.1.layers.0.conv.0.0.weight``); PaddleSeg
+# and PaddleX name the same tensors differently (``smb2.layer1.conv.0._conv.weight``). segx
+# writes SeaFormer weights under PaddleSeg's names, so PaddleX reads them, and reads either.
+_CB = {"0": "_conv", "1": "_batch_norm"}  # a ConvBN: segx's Sequential(conv, bn) items
+_AXIS = {"row_q": "pos_emb_rowq", "row_k": "pos_emb_rowk", "col_q": "pos_emb_columnq",
+         "col_k": "pos_emb_columnk"}
+_PROJ = {"row_proj": "proj_encode_row", "col_proj": "proj_encode_column", "proj": "proj"}
+_RULES = [
+    (r"stages\.0\.layers\.0\.([01])\.(\w+)", lambda m: f"smb1.stem_block.0.{_CB[m[1]]}.{m[2]}"),
+    (r"stages\.(\d+)\.layers\.(\d+)\.conv\.(\d+)\.([01])\.(\w+)",
+     lambda m: f"smb{int(m[1]) + 1}.layer{int(m[2]) + (-1 if m[1] == '0' else 1)}.conv."
+               f"{m[3]}.{_CB[m[4]]}.{m[5]}"),
+    (r"trans\.(\d+)\.(\d+)\.(.+)",
+     lambda m: f"trans{int(m[1]) + 1}.transformer_blocks.{m[2]}.{_block(m[3])}"),
+    (r"fuse\.(\d+)\.(local|glob)\.([01])\.(\w+)",
+     lambda m: f"fuse{int(m[1]) + 1}.{'local_embedding' if m[2] == 'local' else 'global_act'}"
+               f".{_CB[m[3]]}.{m[4]}"),
+    (r"linear_fuse\.([01])\.(\w+)", lambda m: f"linear_fuse.{_CB[m[1]]}.{m[2]}"),
+    (r"cls\.(weight|bias)", lambda m: f"cls_seg.{m[1]}"),
+]
+_BLOCK = [
+    (r"attn\.(to_[qkv])\.([01])\.(\w+)", lambda m: f"attn.{m[1]}.{_CB[m[2]]}.{m[3]}"),
+    (r"attn\.(row_q|row_k|col_q|col_k)\.pos", lambda m: f"attn.{_AXIS[m[1]]}.pos_embed"),
+    (r"attn\.(row_proj|col_proj|proj)\.1\.([01])\.(\w+)",
+     lambda m: f"attn.{_PROJ[m[1]]}.1.{_CB[m[2]]}.{m[3]}"),
+    (r"attn\.detail\.([02])\.([01])\.(\w+)",
+     lambda m: f"attn.{'dwconv' if m[1] == '0' else 'pwconv'}.{_CB[m[2]]}.{m[3]}"),
+    (r"mlp\.([03])\.([01])\.(\w+)",
+     lambda m: f"mlp.{'fc1' if m[1] == '0' else 'fc2'}.{_CB[m[2]]}.{m[3]}"),
+    (r"mlp\.1\.(weight|bias)", lambda m: f"mlp.dwconv.{m[1]}"),
+]
+
+
+def _apply(rules, text: str) -> str | None:
+    for pattern, make in rules:
+        m = re.fullmatch(pattern, text)
+        if m:
+            return make(m)
+    return None
+
+
+def _block(rest: str) -> str:
+    return _apply(_BLOCK, rest) or rest
+
+
+def paddleseg_name(name: str) -> str:
+    """PaddleSeg's name of one of segx's SeaFormer tensors (``backbone.`` and other prefixes
+    kept); other names unchanged."""
+    parts = name.split(".")
+    for i in range(len(parts)):
+        found = _apply(_RULES, ".".join(parts[i:]))
+        if found:
+            return ".".join(parts[:i] + [found])
+    return name
+
+
+def has_seaformer(layer: nn.Layer) -> bool:
+    return any(isinstance(sub, (SeaFormer, SeaFormerSeg)) for sub in layer.sublayers(True))
+
+
+def to_paddleseg(state: dict) -> dict:
+    """A SeaFormer state dict under PaddleSeg's names (what PaddleX reads)."""
+    return {paddleseg_name(k): v for k, v in state.items()}
+
+
+def to_native(layer: nn.Layer, state: dict) -> dict:
+    """``state`` with PaddleSeg's SeaFormer names (whole model, or backbone only without the
+    ``backbone.`` prefix) turned into ``layer``'s own; segx's own names pass unchanged."""
+    table = {paddleseg_name(k): k for k in layer.state_dict()}
+    out = {}
+    for key, value in state.items():
+        if key in table:
+            key = table[key]
+        elif f"backbone.{key}" in table and f"backbone.{key}" != table[f"backbone.{key}"]:
+            key = table[f"backbone.{key}"][len("backbone."):]
+        out[key] = value
+    return out

@@ -9,6 +9,7 @@ from pathlib import Path
 from segx.config import Config
 from segx.errors import ConfigError, DatasetError, WeightsError, did_you_mean
 from segx.fileio import write_text
+from segx.registry import with_pretrained_arch
 from segx.runs import CHECKPOINT_FILES, list_checkpoints
 from segx.training import hooks as H
 from segx.training.report import TrainReportHook
@@ -157,7 +158,7 @@ def load_pretrained(model, cfg: Config, log) -> str:
     state = backend.load_weights(path)
     if not isinstance(state, dict):
         raise WeightsError(f"'{path}' is not a state dict.", solution="give a .pdparams file.")
-    own = model.state_dict()
+    own, state = model.state_dict(), backend.native_state(model, state)
     as_backbone = sum(f"backbone.{k}" in own for k in state) > sum(k in own for k in state)
     if as_backbone:
         state = {f"backbone.{k}": v for k, v in state.items()}
@@ -237,6 +238,7 @@ def build_trainer(cfg: Config, device: str, rank: int = 0, world: int = 1) -> Tr
     from segx import backend
     from segx.backend import data as D
     from segx.backend import optim as O
+    cfg = with_pretrained_arch(cfg)  # Train.pretrained=pascal_voc12: those weights' network
     check_settings(cfg, device)
     backend.set_device(device)
     train, val, num, names = check_data(cfg, world)
