@@ -1,12 +1,10 @@
 """A real HTTP server on 127.0.0.1 that serves generated files at the official paths (through
 SEGX_WEIGHTS_MIRROR), with Range support (``206`` with ``Content-Range``), an optional trickle,
-and a log of what it served.
+and a log of what it served. A ``Range`` starting at or past the end gets ``416``. Official
+trained weights are served as :func:`official_checkpoint` makes them: from the network
+PaddleSeg's published config builds, not from segx's own.
 
 ``modes[path]`` makes one path misbehave the way a hostile or broken server does:
-
-A ``Range`` starting at or past the end gets ``416``. Official trained weights are served as
-:func:`official_checkpoint` makes them: from the network PaddleSeg's published config builds,
-not from segx's own.
 
 * ``"wrong-range"``: a ``Range`` request gets a ``206`` for the whole file (``Content-Range:
   bytes 0-...``), not the range asked for;
