@@ -258,7 +258,11 @@ def _upgrade_1(data: dict) -> None:
         data["Predict"]["onednn"] = engine == "mkldnn"
 
 
-UPGRADES: dict[int, Callable[[dict], None]] = {1: _upgrade_1}
+def _upgrade_2(data: dict) -> None:
+    """2 -> 3: check_dataset's leakage search and report keys (added with their defaults)."""
+
+
+UPGRADES: dict[int, Callable[[dict], None]] = {1: _upgrade_1, 2: _upgrade_2}
 """version -> the step that turns a config written at that version into the next version.
 
 Version 1 is every config written before versions were recorded (segx up to commit fc3912f).

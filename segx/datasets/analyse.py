@@ -38,7 +38,8 @@ def class_names_setting(value: list | str | None) -> list[str] | None:
 
 
 def analyse(layout: Layout, num_classes: int | None = None, workers: int | None = None,
-            names: list[str] | None = None) -> tuple[dict, Encoding, list[Problem]]:
+            names: list[str] | None = None, scans_out: dict | None = None
+            ) -> tuple[dict, Encoding, list[Problem]]:
     """Scan, check and summarise one dataset folder.
 
     Args:
@@ -54,6 +55,9 @@ def analyse(layout: Layout, num_classes: int | None = None, workers: int | None 
     """
     samples = layout.all_samples()
     scans = group_by_split(layout, scan_all(samples, workers))
+    if scans_out is not None:
+        scans_out.clear()
+        scans_out.update(scans)
     findings = Findings(layout.problems)
     check_samples(layout, scans, findings)
     enc, enc_problems = detect_encoding([s for v in scans.values() for s in v])
