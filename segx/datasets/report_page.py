@@ -212,7 +212,8 @@ def classes_section(summary: dict, histogram: Path, page_path: Path) -> str:
     table_colours = palette()
     rows = []
     for i in ids:
-        colour = "#%02x%02x%02x" % tuple(int(c) for c in table_colours[i])
+        colour = "#%02x%02x%02x" % tuple(int(c) for c in table_colours[i]) if 0 <= i < 256 \
+            else "#999999"  # ids past 255 are reported as problems
         name = "ignore (255)" if i == IGNORE_INDEX else _name(i, names)
         row: list = [i, Raw(f'<span class=swatch style="background:{colour}"></span>'
                             f"{esc(name)}")]
