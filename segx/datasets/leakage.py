@@ -2,9 +2,9 @@
 
 Each image gets a fingerprint while the scan decodes it (no second decode):
 
-* ``pixels``: a 128-bit BLAKE2b digest of the decoded pixels (mode, size and bytes), so a PNG
+* ``pixels``: the first 128 bits of the SHA-256 of the decoded pixels (mode, size and bytes), so a PNG
   and a byte-different PNG of the same pixels are one image;
-* ``file``: a 128-bit BLAKE2b digest of the file's bytes (a byte-identical copy);
+* ``file``: the same digest of the file's bytes (a byte-identical copy);
 * two perceptual hashes of the image reduced to grey levels: the 2-D DCT-II of the 32x32 image
   gives 63 bits (its lowest 8x8 frequencies but the constant, above or below their median), the
   search key; the DCT of the 64x64 image gives 255 bits (lowest 16x16), the finer comparison.
@@ -49,18 +49,17 @@ _BLOCK = 1 << 21         # XOR/popcount elements per block (16 MiB per temporary
 # --------------------------------------------------------------------------- fingerprints
 def pixel_digest(im: Image.Image) -> bytes:
     """A digest of the decoded pixels (mode and size included)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{im.mode}:{im.width}x{im.height}:".encode())
+    h = hashlib.sha256(f"{im.mode}:{im.width}x{im.height}:".encode())
     h.update(im.tobytes())
-    return h.digest()
+    return h.digest()[:16]
 
 
 def file_digest(path: Path) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.digest()
+    return h.digest()[:16]
 
 
 @lru_cache(maxsize=2)
@@ -88,6 +87,9 @@ def phash(im: Image.Image) -> tuple[int, bytes]:
         im = Image.fromarray(((arr - arr.min()) * (255 / span)).astype(np.uint8))
     elif im.mode not in ("L", "RGB"):
         im = im.convert("RGB")
+    step = min(im.width, im.height) // 128
+    if step > 1:  # a box filter either way; reduce() is the faster first step
+        im = im.reduce(step)
     small = im.resize((64, 64), Image.BOX).convert("L")
     grey64 = np.asarray(small, np.float64)
     grey32 = np.asarray(small.resize((32, 32), Image.BOX), np.float64)
