@@ -1,10 +1,11 @@
 """Leakage and duplicates: the same picture in two splits silently inflates validation mIoU.
 
-Each image gets a fingerprint while the scan decodes it (no second decode):
+Each image gets a fingerprint while the scan decodes it (no second decode of the dataset):
 
 * ``pixels``: the first 128 bits of the SHA-256 of the decoded pixels (mode, size and bytes), so a PNG
   and a byte-different PNG of the same pixels are one image;
-* ``file``: the same digest of the file's bytes (a byte-identical copy);
+* ``file``: the same digest of the file's bytes (a byte-identical copy), and of the label's
+  pixels (a conflicting label), taken for the members of duplicate groups only;
 * two perceptual hashes of the image reduced to grey levels: the 2-D DCT-II of the 32x32 image
   gives 63 bits (its lowest 8x8 frequencies but the constant, above or below their median), the
   search key; the DCT of the 64x64 image gives 255 bits (lowest 16x16), the finer comparison.
@@ -98,11 +99,12 @@ def phash(im: Image.Image) -> tuple[int, bytes]:
     return int(coarse), fine
 
 
-def fingerprint(path: Path, im: Image.Image) -> tuple[bytes, bytes, int, bytes] | None:
-    """(pixel digest, file digest, 64-bit and 256-bit perceptual hashes) of a loaded image;
-    None when it cannot be computed (the image is then simply not compared)."""
+def fingerprint(im: Image.Image) -> tuple[bytes, int, bytes] | None:
+    """(pixel digest, 64-bit and 256-bit perceptual hashes) of a loaded image; None when it
+    cannot be computed (the image is then simply not compared). File and label digests are
+    taken later, for the members of duplicate groups only."""
     try:
-        return (pixel_digest(im), file_digest(path), *phash(im))
+        return (pixel_digest(im), *phash(im))
     except (OSError, ValueError, MemoryError):
         return None
 
@@ -233,42 +235,57 @@ def _problem(pair: Pair, threshold: int) -> Problem:
     return Problem(severity, pair.code, text, fix, file=b.list_file, line=b.line)
 
 
-def _collect(layout: Layout, scans: dict) -> tuple[list[Sample], list, list]:
-    samples, prints, labels = [], [], []
+def _collect(layout: Layout, scans: dict) -> tuple[list[Sample], list]:
+    samples, prints = [], []
     for split, group in layout.samples.items():
         for s, sc in zip(group, scans.get(split, [])):
             fp = getattr(sc, "fingerprint", None)
             if fp is not None and not sc.image_error:
                 samples.append(s)
                 prints.append(fp)
-                labels.append(getattr(sc, "label_digest", None))
-    return samples, prints, labels
+    return samples, prints
 
 
-def _exact(members: list[int], samples: list[Sample], prints: list, labels: list,
-           leak: Leakage) -> None:
+def _digests(sample: Sample) -> tuple[bytes | None, bytes | None]:
+    """(file digest of the image, pixel digest of the label) of a duplicate's sample."""
+    try:
+        image = file_digest(sample.image)
+    except OSError:
+        image = None
+    try:
+        with Image.open(sample.label) as lb:
+            lb.load()
+            label = pixel_digest(lb)
+    except Exception:  # noqa: BLE001 - an unreadable label is reported by the checks
+        label = None
+    return image, label
+
+
+def _exact(members: list[int], samples: list[Sample], leak: Leakage) -> None:
     """Pairs inside one group of identical pixels: across splits, and inside each split."""
     first = members[0]
+    digests = {m: _digests(samples[m]) for m in members}
     anchors: dict[str, int] = {}
     for m in members:
         anchor = anchors.setdefault(samples[m].split, m)
         a, b = samples[anchor], samples[m]
-        same = prints[anchor][1] == prints[m][1]
         if anchor != m:
-            kind = "conflict" if labels[anchor] != labels[m] else "duplicate"
-            leak.pairs.append(Pair(kind, a, b, 0, same))
+            labels = digests[anchor][1], digests[m][1]
+            kind = "conflict" if None not in labels and labels[0] != labels[1] else "duplicate"
+            leak.pairs.append(Pair(kind, a, b, 0, digests[anchor][0] == digests[m][0]))
         if samples[m].split != samples[first].split and anchor == m \
                 and samples[first].image.resolve() != b.image.resolve():
-            leak.pairs.append(Pair("exact", samples[first], b, 0, prints[first][1] == prints[m][1]))
+            leak.pairs.append(Pair("exact", samples[first], b, 0,
+                                   digests[first][0] == digests[m][0]))
 
 
 def _near(reps: list[list[int]], samples: list[Sample], prints: list, threshold: int,
           groups: _Groups, leak: Leakage) -> None:
     """Near pairs among the groups of identical pixels (one hash per group)."""
-    hashes = np.array([prints[g[0]][2] for g in reps], np.uint64)
+    hashes = np.array([prints[g[0]][1] for g in reps], np.uint64)
     candidates, leak.truncated = near_pairs(hashes, CANDIDATE_BITS)
     for ga, gb, _ in candidates:
-        d = distance(prints[reps[ga][0]][3], prints[reps[gb][0]][3])
+        d = distance(prints[reps[ga][0]][2], prints[reps[gb][0]][2])
         if d > threshold:
             continue
         groups.union(reps[ga][0], reps[gb][0])
@@ -280,12 +297,12 @@ def _near(reps: list[list[int]], samples: list[Sample], prints: list, threshold:
 
 def find_leakage(layout: Layout, scans: dict, threshold: int = NEAR_DUP_THRESHOLD) -> Leakage:
     """Exact and near duplicates of the scanned images (``scans``: split -> Scan list, in
-    layout order, each with the scan's ``fingerprint`` and ``label_digest``)."""
+    layout order, each with the scan's ``fingerprint``)."""
     if not 0 <= threshold <= 96:
         raise DatasetError(f"CheckDataset.near_dup_threshold={threshold} is outside 0..96.",
                            solution="use 0 (exact copies only) to 64; the default is "
                                     f"{NEAR_DUP_THRESHOLD} of 256 bits.")
-    samples, prints, labels = _collect(layout, scans)
+    samples, prints = _collect(layout, scans)
     leak = Leakage(threshold, compared=len(samples))
     groups = _Groups(len(samples))
     by_digest: dict[bytes, list[int]] = defaultdict(list)
@@ -294,7 +311,8 @@ def find_leakage(layout: Layout, scans: dict, threshold: int = NEAR_DUP_THRESHOL
     for members in by_digest.values():
         for m in members[1:]:
             groups.union(members[0], m)
-        _exact(members, samples, prints, labels, leak)
+        if len(members) > 1:
+            _exact(members, samples, leak)
     _near(list(by_digest.values()), samples, prints, threshold, groups, leak)
     components: dict[int, list[Sample]] = defaultdict(list)
     for i, s in enumerate(samples):

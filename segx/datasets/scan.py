@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segx.datasets.layout import Sample
-from segx.datasets.leakage import fingerprint, pixel_digest
+from segx.datasets.leakage import fingerprint
 from segx.progress import Progress
 from segx.workers import process_pool
 
@@ -32,8 +32,7 @@ class Scan:
     counts: dict[int, int] = field(default_factory=dict)  # id -> pixels (single-channel labels)
     colours: dict[tuple, int] | None = None  # colour -> pixels (multi-channel labels)
     grey_colours: bool = False  # a multi-channel label whose channels are all equal
-    fingerprint: tuple | None = None  # the image's digests and perceptual hash (leakage.py)
-    label_digest: bytes | None = None  # a digest of the label's decoded pixels
+    fingerprint: tuple | None = None  # the image's pixel digest and perceptual hashes (leakage)
 
 
 def _oriented_size(im: Image.Image, orientation: int) -> tuple[int, int]:
@@ -56,7 +55,7 @@ def scan_sample(image: Path, label: Path) -> Scan:
             s.image_size = _oriented_size(im, im.getexif().get(_ORIENTATION, 1))
             s.image_mode = im.mode
             im.load()
-            s.fingerprint = fingerprint(image, im)
+            s.fingerprint = fingerprint(im)
     except Exception as exc:  # noqa: BLE001 - every decode failure is a reported problem
         s.image_error = _describe(exc)
     try:
@@ -65,7 +64,6 @@ def scan_sample(image: Path, label: Path) -> Scan:
             s.label_size, s.label_mode = _oriented_size(lb, orientation), lb.mode
             s.label_format = lb.format
             lb.load()
-            s.label_digest = pixel_digest(lb)
             # Counting needs no orientation; PIL's C histogram/getcolors avoid numpy copies.
             if lb.mode in ("L", "P"):
                 s.counts = {i: c for i, c in enumerate(lb.histogram()) if c}
