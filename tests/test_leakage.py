@@ -17,6 +17,7 @@ from segx.datasets.layout import read_layout
 from segx.datasets.leakage import find_leakage, near_pairs
 from segx.engine import run
 from segx.errors import DatasetError
+from segx.html_page import esc
 from segx.registry import load_model_config as load_config
 
 NAMES = ["background", "<script>alert(1)</script>", "disc & box", "sign"]
@@ -171,6 +172,8 @@ def test_fix_moves_each_group_into_one_split(tmp_path):
     twin = shutil.copytree(root, tmp_path / "twin")
     report = _check(root, tmp_path / "out", "CheckDataset.fix_leakage=True")
     fix = report["leakage_fix"]
+    page = (tmp_path / "out" / "check_dataset" / "report.html").read_text()
+    assert "Fixes written" in page and all(esc(b) in page for b in fix["backups"].values())
     assert fix["groups"] == 5 and fix["moved"] == 5
     for split, backup in fix["backups"].items():  # each changed list backed up as it was
         assert Path(backup).read_text().split("\n") == before[split]

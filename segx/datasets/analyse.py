@@ -48,6 +48,7 @@ def analyse(layout: Layout, num_classes: int | None = None, workers: int | None 
         workers: decoding processes (None: all cores).
         names: class names given in the config (else the dataset's class_names.txt or
             labels.txt).
+        scans_out: a dict that receives the scans by split (for the leakage search).
 
     Returns:
         (summary with ``num_classes``, ``class_ids``, ``names`` and per-split ``stats``;
