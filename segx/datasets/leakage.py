@@ -20,7 +20,7 @@ fewer for re-encoded, resized and shifted copies; docs/check_dataset.md has the 
 
 Exact duplicates are grouped by digest; near-duplicates are searched among the distinct digests
 by XOR and popcount of the 64-bit keys, in blocks of rows (memory bounded, vectorised, about
-N^2/2 comparisons: 10,000 images take about a second), then confirmed on the fine hash. At most
+N^2/2 comparisons: 10,000 images take 1-4 s on one core), then confirmed on the fine hash. At most
 ``MAX_PAIRS`` candidate pairs are collected; past that the images are too alike for a
 perceptual hash to tell apart, which is reported instead of the pairs.
 """
@@ -115,11 +115,16 @@ def distance(a: bytes, b: bytes) -> int:
 
 
 # --------------------------------------------------------------------------- search
+@lru_cache(maxsize=1)
+def _bit_counts() -> np.ndarray:
+    return np.array([bin(i).count("1") for i in range(1 << 16)], np.uint8)
+
+
 def _popcount(x: np.ndarray) -> np.ndarray:
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+    """Set bits of each uint64 in a 2-D array: four 16-bit table look-ups (faster in numpy
+    than the shift-and-mask sum)."""
+    lut, words = _bit_counts(), np.ascontiguousarray(x).view(np.uint16)
+    return lut[words[:, 0::4]] + lut[words[:, 1::4]] + lut[words[:, 2::4]] + lut[words[:, 3::4]]
 
 
 def near_pairs(hashes: np.ndarray, threshold: int, limit: int = MAX_PAIRS
