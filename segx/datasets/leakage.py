@@ -15,13 +15,13 @@ Each image gets a fingerprint while the scan decodes it (no second decode of the
 Two images are near-duplicates when their 64-bit keys differ in at most ``CANDIDATE_BITS`` bits
 and their 256-bit hashes in at most ``NEAR_DUP_THRESHOLD`` (``CheckDataset.near_dup_threshold``).
 The coarse key alone cannot separate similar but different scenes (generated street scenes are
-6-8 bits apart, as close as a JPEG re-encode); the fine hash can (52+ bits apart against 30 or
+6-8 bits apart, as close as a JPEG re-encode); the fine hash can (64+ bits apart against 30 or
 fewer for re-encoded, resized and shifted copies; docs/check_dataset.md has the figures).
 
 Exact duplicates are grouped by digest; near-duplicates are searched among the distinct digests
 by XOR and popcount of the 64-bit keys, in blocks of rows (memory bounded, vectorised, about
-N^2/2 comparisons: 10,000 images take 1-4 s on one core), then confirmed on the fine hash. At most
-``MAX_PAIRS`` candidate pairs are collected; past that the images are too alike for a
+N^2/2 comparisons: 10,000 images take 1-4 s on one core), then confirmed on the fine hash.
+At most ``MAX_PAIRS`` candidate pairs are collected; past that the images are too alike for a
 perceptual hash to tell apart, which is reported instead of the pairs.
 """
 from __future__ import annotations
