@@ -259,8 +259,9 @@ def _upgrade_1(data: dict) -> None:
 
 
 def _upgrade_2(data: dict) -> None:
-    """2 -> 3: only new keys (CheckDataset.convert.allow_outside_image_paths), given their
-    defaults by :func:`upgrade`."""
+    """2 -> 3: only new keys (CheckDataset.convert.allow_outside_image_paths, max_pixels, the
+    leakage search and report keys, Evaluate.report_worst and split), given their defaults by
+    :func:`upgrade`."""
 
 
 UPGRADES: dict[int, Callable[[dict], None]] = {1: _upgrade_1, 2: _upgrade_2}

@@ -36,9 +36,18 @@ vertical-align:middle}
 """
 
 
+class Raw(str):
+    """HTML built by the caller from escaped pieces: :func:`table` puts it in a cell as is."""
+
+
 def esc(value: object) -> str:
     """Text from the user's data, safe inside HTML text and attribute values."""
     return html.escape(str(value), quote=True)
+
+
+def cell(value: object) -> str:
+    """A table cell's content: :class:`Raw` as is, anything else escaped."""
+    return value if isinstance(value, Raw) else esc(value)
 
 
 def rel(path: str | Path, page: str | Path) -> str:
@@ -56,13 +65,16 @@ def img(src: str, alt: str, width: int | None = None) -> str:
 
 def table(header: Iterable[str], rows: Iterable[Iterable[object]],
           numeric: Iterable[int] = ()) -> str:
-    """A table of escaped cells; the columns in ``numeric`` are right-aligned."""
+    """A table of escaped cells (:class:`Raw` cells as they are); the columns in ``numeric``
+    are right-aligned; a header of empty strings gives a table without a header row."""
     numeric = set(numeric)
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    header = list(header)
+    head = "".join(f"<th>{esc(h)}</th>" for h in header) if any(header) else ""
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{esc(c)}</td>'
+        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{cell(c)}</td>'
                          for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 def section(title: str, body_html: str, anchor: str | None = None) -> str:

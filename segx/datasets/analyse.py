@@ -39,7 +39,8 @@ def class_names_setting(value: list | str | None) -> list[str] | None:
 
 
 def analyse(layout: Layout, num_classes: int | None = None, workers: int | None = None,
-            names: list[str] | None = None, max_pixels: int = MAX_PIXELS
+            names: list[str] | None = None, max_pixels: int = MAX_PIXELS,
+            scans_out: dict | None = None
             ) -> tuple[dict, Encoding, list[Problem]]:
     """Scan, check and summarise one dataset folder.
 
@@ -50,6 +51,7 @@ def analyse(layout: Layout, num_classes: int | None = None, workers: int | None 
         names: class names given in the config (else the dataset's class_names.txt or
             labels.txt).
         max_pixels: files whose header declares more pixels are reported, never decoded.
+        scans_out: a dict that receives the scans by split (for the leakage search).
 
     Returns:
         (summary with ``num_classes``, ``class_ids``, ``names``, per-split ``stats`` and
@@ -58,6 +60,9 @@ def analyse(layout: Layout, num_classes: int | None = None, workers: int | None 
     """
     samples = layout.all_samples()
     scans = group_by_split(layout, scan_all(samples, workers, max_pixels))
+    if scans_out is not None:
+        scans_out.clear()
+        scans_out.update(scans)
     findings = Findings(layout.problems)
     check_samples(layout, scans, findings)
     enc, enc_problems = detect_encoding([s for v in scans.values() for s in v])

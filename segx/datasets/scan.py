@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segx.datasets.layout import Sample
+from segx.datasets.leakage import fingerprint
 from segx.images import MAX_PIXELS, TooLarge, open_header
 from segx.progress import Progress
 from segx.workers import process_pool
@@ -45,6 +46,7 @@ class Scan:
         """Both files were read within the limits and the label holds ids: an overlay can be
         drawn."""
         return not self.image_error and self.label_usable
+    fingerprint: tuple | None = None  # the image's pixel digest and perceptual hashes (leakage)
 
 
 def _oriented_size(im: Image.Image, orientation: int) -> tuple[int, int]:
@@ -95,6 +97,7 @@ def _scan_image(s: Scan, image: Path, max_pixels: int) -> None:
             s.image_size = _oriented_size(im, im.getexif().get(_ORIENTATION, 1))
             s.image_mode = im.mode
             im.load()
+            s.fingerprint = fingerprint(im)
     except Exception as exc:  # noqa: BLE001 - every decode failure is a reported problem
         s.image_error = _describe(exc)
 

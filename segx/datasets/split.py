@@ -87,6 +87,20 @@ def _backup(path: Path) -> Path:
     return target
 
 
+def commit_lists(root: Path, lists: dict[str, list[str]], drop: list[str],
+                 what: str = "re-split") -> dict[str, str]:
+    """Replace the list files ``lists`` (and remove ``drop``) as one unit, after backing up each
+    existing one; returns the backups by split. Used by the re-split and the leakage fix.
+    Refused before any backup beside a journal segx cannot trust."""
+    refused = recover(root)
+    if refused:
+        raise DatasetError(f"cannot {what}: {refused[0]}", solution=fix_for(root))
+    backups = {sp: str(_backup(root / f"{sp}.txt")) for sp in [*lists, *drop]
+               if (root / f"{sp}.txt").is_file()}
+    replace_lists(root, lists, drop)
+    return backups
+
+
 def split_dataset(root: Path, train: int | None, val: int | None, test: int | None,
                   seed: int) -> dict:
     """Re-split the listed (or discovered) samples; returns what was written.
@@ -96,9 +110,6 @@ def split_dataset(root: Path, train: int | None, val: int | None, test: int | No
     that changes is backed up first.
     """
     percents = _percents(train, val, test)
-    refused = recover(root)
-    if refused:  # before any backup: nothing is written beside a journal segx cannot trust
-        raise DatasetError(f"cannot re-split: {refused[0]}", solution=fix_for(root))
     keep_test = not test and (root / "test.txt").is_file()
     pooled = [sp for sp in SPLITS if not (sp == "test" and keep_test)]
     scratch = Layout(root)
@@ -120,8 +131,6 @@ def split_dataset(root: Path, train: int | None, val: int | None, test: int | No
             new[split] = lines[start:start + n]
         start += n
     drop = [sp for sp in pooled if sp not in new and (root / f"{sp}.txt").is_file()]
-    backups = {sp: str(_backup(root / f"{sp}.txt")) for sp in [*new, *drop]
-               if (root / f"{sp}.txt").is_file()}
-    replace_lists(root, new, drop)
+    backups = commit_lists(root, new, drop)
     return {"samples": len(lines), "seed": seed, "counts": {k: len(v) for k, v in new.items()},
             "backups": backups, "test_kept": keep_test}

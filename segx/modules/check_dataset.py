@@ -12,6 +12,7 @@ from pathlib import Path
 from segx.config import Config
 from segx.datasets.analyse import analyse, class_names_setting
 from segx.datasets.layout import Problem, dataset_root, read_layout
+from segx.datasets.report_page import write_check_report
 from segx.datasets.visualize import render_report
 from segx.errors import DatasetError
 
@@ -30,7 +31,8 @@ def run(cfg: Config) -> dict:
     num, workers = cfg.get("Train.num_classes"), cfg.get("CheckDataset.num_workers")
     names = class_names_setting(cfg.get("CheckDataset.class_names"))
     cap = cfg.get("CheckDataset.max_pixels")
-    summary, enc, problems = analyse(layout, num, workers, names, cap)
+    scans: dict = {}
+    summary, enc, problems = analyse(layout, num, workers, names, cap, scans_out=scans)
     fix = cfg.get("CheckDataset.fix_labels") and enc.needs_fix
     if fix and summary["undrawable"]:  # unreadable, too large or id-less pairs: never fixed
         notes["fix"] = {"written": False, "reason": f"{len(summary['undrawable'])} sample(s) "
@@ -43,18 +45,50 @@ def run(cfg: Config) -> dict:
                         "encoding": enc.as_dict(),
                         "next": f"train with -o Global.dataset_dir={target}"}
         layout = read_layout(target)
-        summary, enc, problems = analyse(layout, num, workers, names, cap)
+        summary, enc, problems = analyse(layout, num, workers, names, cap, scans_out=scans)
+    leak = None
+    if cfg.get("CheckDataset.leakage"):
+        layout, summary, enc, problems, leak = _leakage(cfg, layout, scans, notes,
+                                                        (summary, enc, problems))
     sample_paths = render_report(layout, enc, summary, out, cfg.get("CheckDataset.sample_num"),
                                  workers, cap)
     result = _report(layout.root, summary, enc.as_dict(), problems, sample_paths, notes)
+    if leak is not None:
+        result["leakage"] = leak.as_dict()
+    page = write_check_report(out, result, problems, summary, layout, enc, scans, leak,
+                              cfg.get("CheckDataset.report_images"), cfg.get("Global.seed"),
+                              workers)
+    result["report"] = str(page)
     _print_summary(result, problems)
+    print(f"report: {page}")
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise CheckFailed(f"dataset check failed with {Problem.total(problems)} error(s); first: "
                           f"{errors[0].summary()}",
                           solution=f"{errors[0].fix} Every problem is listed in "
-                                   f"{out / 'check_dataset_result.json'}.", report=result)
+                                   f"{out / 'check_dataset_result.json'} and shown in {page}.",
+                          report=result)
     return result
+
+
+def _leakage(cfg: Config, layout, scans: dict, notes: dict, analysed: tuple) -> tuple:
+    """Duplicates across and inside splits; with CheckDataset.fix_leakage, groups that span
+    splits are moved into one split and the dataset is checked again."""
+    from segx.datasets.leakage import find_leakage, fix_leakage
+    threshold = cfg.get("CheckDataset.near_dup_threshold")
+    leak = find_leakage(layout, scans, threshold)
+    if cfg.get("CheckDataset.fix_leakage") and leak.mixed_groups:
+        notes["leakage_fix"] = fix_leakage(layout, leak, cfg.get("Global.seed"))
+        layout = read_layout(layout.root)
+        analysed = analyse(layout, cfg.get("Train.num_classes"),
+                           cfg.get("CheckDataset.num_workers"),
+                           class_names_setting(cfg.get("CheckDataset.class_names")),
+                           cfg.get("CheckDataset.max_pixels"), scans_out=scans)
+        leak = find_leakage(layout, scans, threshold)
+    summary, enc, problems = analysed
+    order = {"error": 0, "warning": 1, "info": 2}
+    problems = sorted(problems + leak.problems, key=lambda p: order[p.severity])
+    return layout, summary, enc, problems, leak
 
 
 def _convert_and_split(cfg: Config, root: Path, out: Path, notes: dict) -> Path:
