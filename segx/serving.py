@@ -304,20 +304,19 @@ async def image_bytes(req: InferRequest, fetcher: UrlFetcher, charge: "Charge") 
 
 
 # --------------------------------------------------------------------------- the memory budget
-# What one request costs, in bytes, charged before the work is done (docs/security.md). Peak RSS
-# growth (VmHWM) per pixel, measured with the decode -> pre-process -> engine -> class map ->
-# answer path below on PP-LiteSeg-T exports (19 classes, Normalize only, so the model sees every
-# pixel), images of 1-9 MP, AMD EPYC, numpy 1.26, Pillow 11:
-# - per decoded pixel (INPUT_BPP): Pillow's decode 4 + RGB array 3 + float32 input 12 +
-#   class map int32 4 + uint8 copy and PNG 2-3 + label text and its join up to 8 -> 40, measured
-#   33-36 with the engine's share taken out;
-# - per model-input pixel (ENGINE_BPP, by engine): the engine's activations and outputs beyond
-#   its input, first run at a new size; Paddle (oneDNN) 200-260, OpenVINO 70-110 (ONNX Runtime
-#   taken as Paddle's, dynamic graph twice that);
-# - per class and model-input pixel (CLASS_BPP): full-size float32 logits and their upsampled
-#   copy, for models with more classes than the 19 measured (the constants above hold 19 x 8).
-INPUT_BPP = 40
-ENGINE_BPP = {"paddle": 260, "openvino": 120, "onnxruntime": 260, "dynamic": 520}
+# What one request costs, in bytes, charged before the work is done (docs/security.md). Measured
+# as peak RSS growth (VmHWM after clear_refs) of one request's path below (decode ->
+# pre-process -> engine -> class map -> answer), the engine's first run at that size, on
+# PP-LiteSeg-T exports (19 classes, Normalize only, so the model sees every pixel), JPEGs of
+# 1, 4 and 9 MP, AMD EPYC, numpy 1.26, Pillow 11 (tests/test_serving_budget.py re-measures):
+# - without the engine (a stub returning the class map): 12-19 bytes per decoded pixel
+#   (Pillow's decode 4 + RGB array 3, then float32 input 12, class map 4, answer text <= 4);
+# - the whole path: Paddle (oneDNN) 353-383, OpenVINO 207-214, dynamic graph 257 per pixel.
+# INPUT_BPP charges the decoded pixels, ENGINE_BPP each model-input pixel (about 10% above the
+# figures measured, ONNX Runtime taken as Paddle), CLASS_BPP each class beyond the 19 measured
+# (its full-size float32 logits and their upsampled copy).
+INPUT_BPP = 24
+ENGINE_BPP = {"paddle": 400, "openvino": 220, "onnxruntime": 400, "dynamic": 400}
 CLASS_BPP = 8
 MEASURED_CLASSES = 19
 

@@ -268,6 +268,9 @@ def test_an_api_key_is_required_when_set(run_dir, data):
     try:
         good = body((data / "images" / "000.jpg").read_bytes())
         assert httpx.get(f"{url}/health").status_code == 200
+        for page in ("/docs", "/redoc", "/openapi.json"):  # the API's map is off with a key
+            for headers in ({}, {"X-API-Key": "s3cret"}):
+                assert httpx.get(url + page, headers=headers).status_code == 404, page
         assert httpx.post(url + ROUTE, json=good, timeout=30).status_code == 401
         assert httpx.post(url + ROUTE, json=good, timeout=30,
                           headers={"X-API-Key": "wrong"}).status_code == 401
