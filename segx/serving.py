@@ -97,6 +97,21 @@ class Limits:
 
 
 # --------------------------------------------------------------------------- batching
+TRIM_PIXELS = 1 << 20  # after a batch of this many model-input pixels, return freed memory
+
+
+def trim_heap() -> None:
+    """Give the heap's free memory back to the system (glibc ``malloc_trim``; elsewhere a
+    no-op). Without it each new image size left about 30 MB more RSS on OpenVINO (3 MB with
+    it), measured at 1 MP."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Batcher:
     """Collects concurrent requests into batches for one engine thread. ``run`` is the engine
     (N x 3 x h x w model inputs -> N outputs); images of one shape are inferred together and
@@ -154,6 +169,8 @@ class Batcher:
                 maps = [self._alone(items[k]) for k in ks] if len(ks) > 1 else [exc]
             for k, m in zip(ks, maps):
                 out[k] = m
+        if sum(t.size for t, _ in items) >= 3 * TRIM_PIXELS:
+            trim_heap()
         return out
 
     async def _collect(self) -> list:

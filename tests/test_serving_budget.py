@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MEASURE = r"""
 import io, json, sys
+import numpy as np
 from PIL import Image
 from segx import create_model
 from segx.serving import Batcher, engine_bpp, render, request_cost
