@@ -1,6 +1,7 @@
-"""Serving throughput against the direct predictor, side by side in one run.
+"""Serving throughput against the direct predictor, side by side in one run, and the server's
+memory under a mixed load against its budget.
 
-    python bench/serve.py [--images 24] [--size 512]
+    python bench/serve.py [--images 24] [--size 512] [--memory-only] [--budget-mb 2048]
 
 PP-LiteSeg-T (random weights, exported) is served on 127.0.0.1. The direct figure is
 create_model(...).predict over the same JPEG files, one by one (images/s). The served figure
@@ -8,6 +9,12 @@ is good requests/s for the same images sent as base64 by 1, 4 and 8 concurrent c
 are read in full), with one bad request (a truncated PNG the server must refuse with 400) among
 every eight, so each batch of eight holds one image that must fail alone. Prints each and its ratio to direct
 (target at concurrency 8: >= 0.7).
+
+Memory: the same model served by a separate process with ``memory_budget_mb`` set; after a
+warm-up its RSS is "the model". 16 clients then send a mix (base64 JPEGs of 0.25-9 MP in
+jittered sizes, the largest over the budget, URLs of 2-4 MP images and of a small PNG padded to
+18 MB, from a loopback site the server treats as public) and the server's peak RSS (VmHWM,
+reset after the warm-up) is printed as a ratio to budget + model (target: <= 1.5).
 """
 from __future__ import annotations
 
@@ -50,11 +57,121 @@ def make_run(root: Path) -> Path:
     return run
 
 
+LAUNCH = """
+import sys, uvicorn
+from segx.pipelines import load_pipeline_config
+from segx.serving import create_app
+from segx.serving_io import UrlFetcher, blocked_address
+config = load_pipeline_config("semantic_segmentation", model=sys.argv[1], device="cpu",
+                              engine=sys.argv[4])
+config["Serving"].update({"memory_budget_mb": float(sys.argv[3]), "max_pixels": 10**8})
+fetcher = UrlFetcher(["*"], 20, 20 << 20,
+                     blocked=lambda ip: str(ip) != "127.0.0.2" and blocked_address(ip))
+uvicorn.run(create_app(config, fetcher=fetcher), host="127.0.0.1", port=int(sys.argv[2]),
+            log_level="warning")
+"""
+
+
+def vm(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def jpeg(rng, w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(buf, format="JPEG",
+                                                                     quality=90)
+    return buf.getvalue()
+
+
+def mixed_load(rng, site_url: str) -> list[dict]:
+    """The requests of the memory check, shuffled: base64 images of many sizes and URLs."""
+    sides = [(512, 512), (1000, 700), (1400, 1400), (2000, 1500), (3000, 3000)]
+    items = []
+    for k in range(40):
+        w, h = sides[k % len(sides)]
+        w, h = w + int(rng.integers(0, 64)), h + int(rng.integers(0, 64))  # new shapes
+        items.append({"image": base64.b64encode(jpeg(rng, w, h)).decode()})
+    for k in range(8):
+        items.append({"image": f"{site_url}/{k}.jpg"})
+        items.append({"image": f"{site_url}/fat.png"})
+    return [items[k] for k in rng.permutation(len(items))]
+
+
+def memory_check(run: Path, budget_mb: float, engine: str = "auto") -> None:
+    import collections
+    import subprocess
+
+    import httpx
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    rng = np.random.default_rng(1)
+    files = {f"/{k}.jpg": jpeg(rng, 1600 + 100 * k, 1400) for k in range(8)}
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, format="PNG")
+    files["/fat.png"] = buf.getvalue()[:-12] + b"\0" * (18 << 20) + buf.getvalue()[-12:]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            data = files.get(self.path, b"")
+            self.send_response(200 if data else 404)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(data)
+            except OSError:  # the server stopped reading (budget full): expected
+                pass
+    site = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(run / "inference"), str(port),
+                             str(budget_mb), engine], cwd=Path(__file__).resolve().parents[1])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                httpx.get(f"{url}/health")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        with httpx.Client(timeout=300) as client:
+            client.post(f"{url}/semantic-segmentation",
+                        json={"image": base64.b64encode(jpeg(rng, 256, 256)).decode()})
+            model = vm(proc.pid, "VmRSS")
+            Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+            load = mixed_load(rng, f"http://127.0.0.2:{site.server_address[1]}")
+            with ThreadPoolExecutor(16) as pool:
+                codes = list(pool.map(lambda p: client.post(f"{url}/semantic-segmentation",
+                                                            json=p).status_code, load))
+        peak = vm(proc.pid, "VmHWM")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        site.shutdown()
+    budget = budget_mb * 2**20
+    print(f"memory ({engine} engine): model {model / 2**20:.0f} MB, budget {budget_mb:g} MB, peak RSS under the "
+          f"mixed load {peak / 2**20:.0f} MB, answers {dict(collections.Counter(codes))}")
+    print(f"peak RSS / (budget + model) = {peak / (budget + model):.2f}  (target <= 1.5)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--memory-only", action="store_true", help="only the memory check")
+    ap.add_argument("--budget-mb", type=float, default=2048)
+    ap.add_argument("--engine", default="auto", help="the engine of the memory check")
     args = ap.parse_args()
+    if args.memory_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            memory_check(make_run(Path(tmp)), args.budget_mb, args.engine)
+        return
     import httpx
     import uvicorn
     from segx import create_model
@@ -118,7 +235,8 @@ def main() -> None:
                       f"{rps / direct:.2f}  ({len(mixed) - len(payloads)} bad requests mixed in)")
         server.should_exit = True
         thread.join()
-    print("target: ratio >= 0.7 at concurrency 8")
+        print("target: ratio >= 0.7 at concurrency 8")
+        memory_check(run, args.budget_mb, args.engine)
 
 
 if __name__ == "__main__":

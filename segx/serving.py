@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from fastapi import FastAPI, Request  # at module level: FastAPI resolves annotations here
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
@@ -96,13 +97,30 @@ class Limits:
 
 
 # --------------------------------------------------------------------------- batching
-class Batcher:
-    """Collects concurrent requests into batches for one engine thread. When a batch fails,
-    its images are retried one by one, so only the bad one fails."""
+TRIM_PIXELS = 1 << 20  # after a batch of this many model-input pixels, return freed memory
 
-    def __init__(self, model, max_batch: int, wait_s: float):
+
+def trim_heap() -> None:
+    """Give the heap's free memory back to the system (glibc ``malloc_trim``; elsewhere a
+    no-op). Without it each new image size left about 30 MB more RSS on OpenVINO (3 MB with
+    it), measured at 1 MP."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Batcher:
+    """Collects concurrent requests into batches for one engine thread. ``run`` is the engine
+    (N x 3 x h x w model inputs -> N outputs); images of one shape are inferred together and
+    their outputs turned into class maps at the original size. When a batch fails, its images
+    are retried one by one, so only the bad one fails."""
+
+    def __init__(self, run, max_batch: int, wait_s: float):
         from concurrent.futures import ThreadPoolExecutor
-        self.model, self.max_batch, self.wait_s = model, max_batch, wait_s
+        self.run, self.max_batch, self.wait_s = run, max_batch, wait_s
         self.queue: asyncio.Queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segx-engine")
         self.task: asyncio.Task | None = None
@@ -119,24 +137,40 @@ class Batcher:
                 pass
         self.executor.shutdown(wait=True)
 
-    async def submit(self, bgr: np.ndarray):
+    async def submit(self, tensor: np.ndarray, info: list) -> np.ndarray:
+        """The class map of one pre-processed image (3 x h x w and its ``trans_info``)."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((bgr, future))
+        await self.queue.put(((tensor, info), future))
         return await future
 
-    def _predict(self, arrays: list) -> list:
-        """Results (or the exception) per image: the batch at once, else one by one."""
+    def _maps(self, items: list) -> list:
+        from segx.evaluation import class_map
+        batch = items[0][0][None] if len(items) == 1 else np.stack([t for t, _ in items])
+        outs = self.run(batch)
+        del batch
+        return [class_map(o, info) for o, (_, info) in zip(outs, items)]
+
+    def _alone(self, item):
         try:
-            return list(self.model.predict(arrays, len(arrays)))
-        except Exception:  # noqa: BLE001 - isolate the image that breaks the batch
-            if len(arrays) == 1:
-                raise
-        out: list = []
-        for a in arrays:
+            return self._maps([item])[0]
+        except Exception as exc:  # noqa: BLE001 - handed to its own request only
+            return exc
+
+    def _predict(self, items: list) -> list:
+        """Class maps (or the exception) per image: each shape at once, else one by one."""
+        out: list = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for k, (tensor, _) in enumerate(items):
+            groups.setdefault(tensor.shape, []).append(k)
+        for ks in groups.values():
             try:
-                out.append(next(iter(self.model.predict([a], 1))))
-            except Exception as exc:  # noqa: BLE001 - handed to its own request only
-                out.append(exc)
+                maps = self._maps([items[k] for k in ks])
+            except Exception as exc:  # noqa: BLE001 - isolate the image that breaks the batch
+                maps = [self._alone(items[k]) for k in ks] if len(ks) > 1 else [exc]
+            for k, m in zip(ks, maps):
+                out[k] = m
+        if sum(t.size for t, _ in items) >= 3 * TRIM_PIXELS:
+            trim_heap()
         return out
 
     async def _collect(self) -> list:
@@ -167,8 +201,8 @@ class Batcher:
             try:
                 results = await loop.run_in_executor(self.executor, self._predict,
                                                      [a for a, _ in items])
-            except Exception as exc:  # noqa: BLE001 - a single image that fails alone
-                results = [exc]
+            except Exception as exc:  # noqa: BLE001 - never leave a request waiting
+                results = [exc] * len(items)
             for (_, f), res in zip(items, results):
                 if f.done():
                     continue
@@ -176,6 +210,7 @@ class Batcher:
                     f.set_exception(res)
                 else:
                     f.set_result(res)
+            del items, results
 
 
 # --------------------------------------------------------------------------- rendering
@@ -187,27 +222,39 @@ for _v in range(256):
     _WIDTH[_v] = len(_text)
 
 
-def _int_list(values: np.ndarray) -> bytes:
-    """``values`` (0..255) as the body of a JSON list, vectorised: '0,1,1,2'."""
-    flat = values.ravel().astype(np.intp)
-    keep = np.arange(4) < _WIDTH[flat][:, None]
-    return _DIGITS[flat][keep].tobytes()[:-1]
+CHUNK = 1 << 20  # pixels turned into text at a time: bounded working memory for any size
 
 
-def render(res) -> bytes:
+def _int_list(values: np.ndarray) -> list[bytes]:
+    """``values`` as the body of a JSON list ('0,1,1,2'), in parts, vectorised for 0..255."""
+    flat = values.ravel()
+    small = not flat.size or (flat.min() >= 0 and flat.max() <= 255)
+    parts = []
+    for start in range(0, flat.size, CHUNK):
+        part = flat[start:start + CHUNK]
+        if small:
+            part = part.astype(np.uint8)
+            keep = np.arange(4) < _WIDTH[part][:, None]
+            parts.append(_DIGITS[part][keep].tobytes())
+        else:
+            parts.append(json.dumps(part.tolist())[1:-1].encode() + b",")
+    if parts:
+        parts[-1] = parts[-1][:-1]
+    return parts
+
+
+def render(pred: np.ndarray) -> bytes:
     """The success body: the label map row-major, its size, and a palette PNG of it (bytes
     built directly: ``json.dumps`` of a 512 x 512 list costs far more than inference)."""
+    from segx.palette import id_image
     buf = io.BytesIO()
-    res.img.save(buf, format="PNG", compress_level=1)
-    h, w = res.pred.shape
-    if res.pred.size and (res.pred.min() < 0 or res.pred.max() > 255):
-        label_map = json.dumps(res.pred.ravel().tolist())[1:-1].encode()
-    else:
-        label_map = _int_list(res.pred)
+    id_image(pred).save(buf, format="PNG", compress_level=1)
+    png = base64.b64encode(buf.getbuffer())
+    del buf
+    h, w = pred.shape
     head = json.dumps(_envelope(0, "Success"), separators=(",", ":"))[:-1]
-    return b"".join([head.encode(), b',"result":{"labelMap":[', label_map,
-                     f'],"size":[{h},{w}],"image":"'.encode(), base64.b64encode(buf.getvalue()),
-                     b'"}}'])
+    return b"".join([head.encode(), b',"result":{"labelMap":[', *_int_list(pred),
+                     f'],"size":[{h},{w}],"image":"'.encode(), png, b'"}}'])
 
 
 # --------------------------------------------------------------------------- request handling
@@ -261,18 +308,51 @@ def parse_request(raw: bytes) -> InferRequest:
     return req
 
 
-async def image_bytes(req: InferRequest, fetcher: UrlFetcher) -> bytes:
+async def image_bytes(req: InferRequest, fetcher: UrlFetcher, charge: "Charge") -> bytes:
+    """The image file's bytes; fetched bytes are charged to the budget as they arrive (twice:
+    the buffer and the bytes made of it), decoded base64 before it is decoded."""
     if req.image.lstrip().lower().startswith(("http://", "https://")):
-        return await fetcher.fetch(req.image.strip())
+        return await fetcher.fetch(req.image.strip(), lambda n: charge.take_now(2 * n))
+    await charge.to(len(req.image) * 3 // 4)
     try:
         return base64.b64decode(req.image, validate=True)
     except (binascii.Error, ValueError):
         raise ClientError(400, '"image" is neither an http(s) URL nor valid base64.') from None
 
 
+# --------------------------------------------------------------------------- the memory budget
+# What one request costs, in bytes, charged before the work is done (docs/security.md). Measured
+# as peak RSS growth (VmHWM after clear_refs) of one request's path below (decode ->
+# pre-process -> engine -> class map -> answer), the engine's first run at that size, on
+# PP-LiteSeg-T exports (19 classes, Normalize only, so the model sees every pixel), JPEGs of
+# 1, 4 and 9 MP, AMD EPYC, numpy 1.26, Pillow 11 (tests/test_serving_budget.py re-measures):
+# - without the engine (a stub returning the class map): 12-19 bytes per decoded pixel
+#   (Pillow's decode 4 + RGB array 3, then float32 input 12, class map 4, answer text <= 4);
+# - the whole path: Paddle (oneDNN) 353-383, OpenVINO 207-214, dynamic graph 257 per pixel.
+# INPUT_BPP charges the decoded pixels, ENGINE_BPP each model-input pixel (about 10% above the
+# figures measured, ONNX Runtime taken as Paddle), CLASS_BPP each class beyond the 19 measured
+# (its full-size float32 logits and their upsampled copy).
+INPUT_BPP = 24
+ENGINE_BPP = {"paddle": 400, "openvino": 220, "onnxruntime": 400, "dynamic": 400}
+CLASS_BPP = 8
+MEASURED_CLASSES = 19
+
+
+def engine_bpp(engine: str, num_classes: int | None) -> int:
+    """Bytes per model-input pixel the engine ``engine`` (``SegModel.engine``) spends."""
+    base = next((v for k, v in ENGINE_BPP.items() if engine.startswith(k)), max(ENGINE_BPP.values()))
+    return base + CLASS_BPP * max(0, (num_classes or MEASURED_CLASSES) - MEASURED_CLASSES)
+
+
+def request_cost(data_bytes: int, pixels: int, model_pixels: int, per_model_pixel: int) -> int:
+    """The memory one image request holds at its peak: its file bytes, its decoded pixels and
+    the engine's work on its model input."""
+    return data_bytes + pixels * INPUT_BPP + model_pixels * per_model_pixel
+
+
 class MemoryBudget:
-    """Bytes in flight (received bodies, decoded images). ``acquire`` waits briefly for room,
-    then 503; ``try_take`` never waits."""
+    """Bytes in flight. ``acquire`` waits briefly for room, then 503; ``try_take`` never
+    waits."""
 
     def __init__(self, total: int):
         self.total, self.used = total, 0
@@ -285,10 +365,18 @@ class MemoryBudget:
         return True
 
     def give(self, amount: int) -> None:
+        """Give back at once (no await: safe in ``finally`` and on cancellation); waiters
+        are woken by a task."""
         self.used -= amount
+        asyncio.get_running_loop().create_task(self._wake())
 
-    async def acquire(self, amount: int, wait_s: float = 5.0) -> None:
-        if amount > self.total:
+    async def _wake(self) -> None:
+        async with self.cond:
+            self.cond.notify_all()
+
+    async def acquire(self, amount: int, wait_s: float = 5.0, whole: int = 0) -> None:
+        """Take ``amount`` (of a request's ``whole`` cost): 413 when the whole can never fit."""
+        if max(amount, whole) > self.total:
             raise ClientError(413, "the image needs more memory than the server's budget for "
                                    "all requests.")
         async with self.cond:
@@ -300,34 +388,82 @@ class MemoryBudget:
                                        "shortly.") from None
             self.used += amount
 
-    async def release(self, amount: int) -> None:
-        async with self.cond:
-            self.used -= amount
-            self.cond.notify_all()
 
 
-async def receive(request: Request) -> bytes:
+class Charge:
+    """One request's share of the memory budget: raised as its cost becomes known, given back
+    once, after the answer is sent."""
+
+    BUSY = "the server's memory budget is taken by other requests; retry shortly."
+
+    def __init__(self, budget: MemoryBudget):
+        self.budget, self.held = budget, 0
+
+    def take_now(self, amount: int) -> None:
+        """For bytes streaming in: never waits, 503 when there is no room."""
+        if not self.budget.try_take(amount):
+            raise ClientError(503, self.BUSY)
+        self.held += amount
+
+    async def to(self, amount: int) -> None:
+        """Hold ``amount`` in all (waits briefly for room; 413 when it never fits)."""
+        if amount > self.held:
+            await self.budget.acquire(amount - self.held, whole=amount)
+        elif amount < self.held:
+            self.budget.give(self.held - amount)
+        self.held = amount
+
+    def close(self) -> None:
+        if self.held:
+            self.budget.give(self.held)
+            self.held = 0
+
+
+class Answer(Response):
+    """The success body; the request's charge is given back once it is sent (or the client
+    has gone)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, charge: Charge):
+        super().__init__(body)
+        self.charge = charge
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.body = b""
+            self.charge.close()
+
+
+async def receive(request: Request, charge: Charge) -> bytes:
     """Body -> request -> image bytes; nothing counts as in flight until the body is in."""
     state = request.app.state
     raw = await read_body(request, state.limits, state.bodies)
     try:
-        return await image_bytes(parse_request(raw), state.fetcher)
+        req = parse_request(raw)
     finally:
         state.bodies.give(len(raw))
+        del raw
+    return await image_bytes(req, state.fetcher, charge)
 
 
-async def infer(request: Request, data: bytes) -> bytes:
-    """Checked image bytes -> decode -> batched inference -> the response body."""
+async def infer(request: Request, data: bytes, charge: Charge) -> bytes:
+    """Checked image bytes -> decode -> pre-process -> batched inference -> the response body,
+    each step charged to the budget before it runs."""
     from starlette.concurrency import run_in_threadpool
     state = request.app.state
-    cost = state.policy.check(data)  # format and pixel count from the header, no decoding
-    await state.budget.acquire(cost)
-    try:
-        rgb = await run_in_threadpool(decode_image, data, state.policy)
-        res = await state.batcher.submit(rgb[..., ::-1])
-        return await run_in_threadpool(render, res)
-    finally:
-        await state.budget.release(cost)
+    pixels = state.policy.check(data)  # format and pixel count from the header, no decoding
+    await charge.to(request_cost(len(data), pixels, pixels, state.engine_bpp))
+    rgb = await run_in_threadpool(decode_image, data, state.policy)
+    tensor, info = await run_in_threadpool(state.model.preprocess, rgb)
+    del rgb  # the model input is all the engine needs
+    model_pixels = tensor.shape[1] * tensor.shape[2]
+    await charge.to(request_cost(len(data), pixels, model_pixels, state.engine_bpp))
+    pred = await state.batcher.submit(tensor, info)
+    del tensor
+    return await run_in_threadpool(render, pred)
 
 
 # --------------------------------------------------------------------------- the app
@@ -366,8 +502,6 @@ def _authorised(request: Request, key: str | None) -> bool:
 
 
 def _install_routes(app: FastAPI) -> None:
-    from fastapi.responses import Response
-
     @app.get("/health", response_model=InferResponse)
     async def health():
         return _envelope(0, "Healthy")
@@ -384,19 +518,32 @@ def _install_routes(app: FastAPI) -> None:
         if not _authorised(request, state.api_key):
             raise ClientError(401, "a valid API key is required (header X-API-Key or "
                                    "Authorization: Bearer).")
-        data = await receive(request)
-        if state.in_flight >= state.limits.max_in_flight:
-            raise ClientError(503, f"the server is busy ({state.in_flight} requests in "
-                                   "flight); retry shortly.")
-        state.in_flight += 1
+        charge = Charge(state.budget)
         try:
-            body = await asyncio.wait_for(infer(request, data), state.limits.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise ClientError(503, f"the request took longer than "
-                                   f"{state.limits.request_timeout_s:g} s; retry.") from None
-        finally:
-            state.in_flight -= 1
-        return Response(body, media_type="application/json")
+            return Answer(await answer(request, charge), charge)
+        except BaseException:
+            charge.close()
+            raise
+
+
+async def answer(request: Request, charge: Charge) -> bytes:
+    """The success body of one inference request (its memory charged to ``charge``)."""
+    state = request.app.state
+    data = await receive(request, charge)
+    if state.in_flight >= state.limits.max_in_flight:
+        raise ClientError(503, f"the server is busy ({state.in_flight} requests in "
+                               "flight); retry shortly.")
+    state.in_flight += 1
+    try:
+        body = await asyncio.wait_for(infer(request, data, charge),
+                                      state.limits.request_timeout_s)
+        await charge.to(len(data) + len(body))  # what stays until the answer is sent
+        return body
+    except asyncio.TimeoutError:
+        raise ClientError(503, f"the request took longer than "
+                               f"{state.limits.request_timeout_s:g} s; retry.") from None
+    finally:
+        state.in_flight -= 1
 
 
 def create_app(config: Config, api_key: str | None = None,
@@ -418,7 +565,10 @@ def create_app(config: Config, api_key: str | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         pipeline = SemanticSegmentationPipeline(config)
-        app.state.batcher = Batcher(pipeline.model, limits.max_batch, limits.batch_wait_s)
+        model = app.state.model = pipeline.model
+        app.state.engine_bpp = engine_bpp(model.engine, model.num_classes)
+        app.state.batcher = Batcher(lambda batch: model._infer(batch, [None] * len(batch)),
+                                    limits.max_batch, limits.batch_wait_s)
         app.state.batcher.start()
         app.state.fetcher = fetcher or UrlFetcher(serving["allow_url_hosts"],
                                                   serving["url_timeout_s"], limits.max_body)
@@ -429,11 +579,13 @@ def create_app(config: Config, api_key: str | None = None,
             await app.state.batcher.stop()
             pipeline.close()
 
-    app = FastAPI(title="segx semantic segmentation", lifespan=lifespan)
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    docs = {} if api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="segx semantic segmentation", lifespan=lifespan, **docs)
     app.state.limits, app.state.policy, app.state.in_flight = limits, policy, 0
     app.state.budget = MemoryBudget(int(serving["memory_budget_mb"] * 2**20))
     app.state.bodies = MemoryBudget(int(serving["memory_budget_mb"] * 2**20) // 4)
-    app.state.api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    app.state.api_key = api_key
     _install_handlers(app)
     _install_routes(app)
     return app

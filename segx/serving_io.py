@@ -26,7 +26,6 @@ log = logging.getLogger("segx.serving")
 MAGIC = {"png": (b"\x89PNG\r\n\x1a\n",), "jpeg": (b"\xff\xd8\xff",), "bmp": (b"BM",),
          "tiff": (b"II*\x00", b"MM\x00*"), "webp": (b"RIFF",)}
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "bmp": "BMP", "tiff": "TIFF", "webp": "WEBP"}
-BYTES_PER_PIXEL = 16  # decoded RGB + the float32 network input + working copies
 
 
 class ClientError(Exception):
@@ -57,8 +56,9 @@ class ImagePolicy:
                                "(judged by its first bytes).")
 
     def check(self, data: bytes) -> int:
-        """Format and size from the header (nothing decoded); returns the memory the decode
-        will take. 413 past ``max_pixels``, 400 when unreadable."""
+        """Format and size from the header (nothing decoded); returns the pixel count (what
+        the server's memory budget is charged by). 413 past ``max_pixels``, 400 when
+        unreadable."""
         kind = self.kind(data)
         try:
             with Image.open(io.BytesIO(data), formats=[PIL_FORMATS[kind]]) as im:
@@ -71,31 +71,54 @@ class ImagePolicy:
         if w * h > self.max_pixels:
             raise ClientError(413, f"the image is {w}x{h} = {w * h:,} pixels; this server "
                                    f"accepts up to {self.max_pixels:,}.")
-        return w * h * BYTES_PER_PIXEL
+        return w * h
 
 
 def decode_image(data: bytes, policy: ImagePolicy) -> np.ndarray:
     """Decode checked bytes to H x W x 3 RGB uint8 (EXIF orientation applied, as OpenCV does
-    for files)."""
+    for files). At most one Pillow copy of the pixels lives beside the array (no transposed or
+    converted copy of an RGB image): about 7 bytes per pixel at the peak."""
     kind = policy.kind(data)
     try:
         with Image.open(io.BytesIO(data), formats=[PIL_FORMATS[kind]]) as im:
             im.load()
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = (np.asarray(im, np.uint32) >> 8).clip(0, 255).astype(np.uint8)
                 return np.repeat(arr[..., None], 3, axis=2)
+            if im.mode == "RGB":
+                return np.asarray(im)
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise ClientError(400, f"the {kind.upper()} image is damaged or truncated.") from None
 
 
 # --------------------------------------------------------------------------- URLs
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: ::a.b.c.d inside
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use: never public
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: IPv4-mapped (::ffff:a.b.c.d),
+    IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:AABB:CCDD::/48) and
+    Teredo (2001::/32: its server and its client)."""
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    found += list(ip.teredo or ())
+    if ip.packed[:12] == bytes(12) and int(ip) > 1 or ip in NAT64:  # not :: or ::1 themselves
+        found.append(ipaddress.IPv4Address(ip.packed[12:]))
+    return found
+
+
 def blocked_address(ip: ipaddress._BaseAddress) -> bool:
-    """Private, loopback, link-local (cloud metadata), multicast, reserved or unspecified."""
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
+    """Private, loopback, link-local (cloud metadata), multicast, reserved or unspecified. An
+    IPv6 address that embeds IPv4 addresses is judged by them (all must be public); local-use
+    NAT64 (64:ff9b:1::/48) is always refused."""
+    if ip.version == 6:
+        if ip in NAT64_LOCAL:
+            return True
+        embedded = embedded_ipv4(ip)
+        if embedded:
+            return any(blocked_address(a) for a in embedded)
     return not ip.is_global or ip.is_multicast
 
 
@@ -139,21 +162,23 @@ class UrlFetcher:
             max_bytes
         self.resolver, self.blocked = resolver, blocked
 
-    async def fetch(self, url: str) -> bytes:
+    async def fetch(self, url: str, take: Callable[[int], None] = lambda n: None) -> bytes:
+        """The image at ``url``; ``take(n)`` is called before each ``n`` bytes received are
+        kept (the server charges them to its memory budget; it raises to stop the fetch)."""
         if not self.allowed:
             raise ClientError(400, "image URLs are turned off on this server; send the image "
                                    "bytes as base64.")
         try:
-            return await asyncio.wait_for(self._follow(url), self.timeout_s)
+            return await asyncio.wait_for(self._follow(url, take), self.timeout_s)
         except ClientError as exc:
-            if exc.status == 413:
+            if exc.status in (413, 503):  # the size and the server's load are no secrets
                 raise
             log.info("refused or failed URL %s: %s", url, exc.message)
         except Exception as exc:  # noqa: BLE001 - timeouts, DNS, connection, TLS: one answer
             log.info("failed URL %s: %s: %s", url, type(exc).__name__, exc)
         raise ClientError(400, self.FAILED)
 
-    async def _follow(self, url: str) -> bytes:
+    async def _follow(self, url: str, take: Callable[[int], None]) -> bytes:
         import httpx
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False,
                                      timeout=self.timeout_s) as client:
@@ -166,7 +191,7 @@ class UrlFetcher:
                         continue
                     if resp.status_code != 200:
                         raise ClientError(400, f"HTTP {resp.status_code} from {host}")
-                    return await self._read(resp)
+                    return await self._read(resp, take)
         raise ClientError(400, "too many redirects")
 
     async def _checked_target(self, url: str) -> tuple[str, str, dict, dict]:
@@ -190,11 +215,12 @@ class UrlFetcher:
         ext = {"sni_hostname": host} if parts.scheme == "https" else {}
         return target, host, headers, ext
 
-    async def _read(self, resp) -> bytes:
+    async def _read(self, resp, take: Callable[[int], None]) -> bytes:
         data = bytearray()
         async for chunk in resp.aiter_bytes():
-            data += chunk
-            if len(data) > self.max_bytes:
+            if len(data) + len(chunk) > self.max_bytes:
                 raise ClientError(413, f"the image at the URL is larger than "
                                        f"{self.max_bytes / 2**20:g} MB.")
+            take(len(chunk))
+            data += chunk
         return bytes(data)

@@ -21,6 +21,9 @@ from segx import SegxError, create_model, create_pipeline
 from segx.pipelines import load_pipeline_config
 
 
+ROUTE_PATH = "/semantic-segmentation"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,6 +138,8 @@ def test_client_mistakes_get_4xx_and_server_survives(server, data, payload, stat
 def test_health_and_unknown_route(server):
     health = httpx.get(f"{server}/health").json()
     assert health["errorCode"] == 0 and health["errorMsg"] == "Healthy"
+    assert ROUTE_PATH in httpx.get(f"{server}/openapi.json").json()["paths"]  # no key: open
+    assert httpx.get(f"{server}/docs").status_code == 200
     missing = httpx.get(f"{server}/nope")
     assert missing.status_code == 404 and missing.json()["errorCode"] == 404
 

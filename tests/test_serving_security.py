@@ -138,22 +138,24 @@ def test_the_batcher_isolates_an_image_the_engine_fails_on():
 
     from segx.serving import Batcher
 
-    class Model:
-        def predict(self, arrays, batch_size):
-            if any(a.shape[0] == 1 for a in arrays):
-                raise RuntimeError("engine failure")
-            return iter([a.shape for a in arrays])
+    def engine(batch):  # N x 3 x h x w -> N x h x w class ids; fails on a row holding 7
+        if (batch[:, 0, 0, 0] == 7).any():
+            raise RuntimeError("engine failure")
+        return batch[:, 0].astype(np.int32)
 
     async def go():
-        b = Batcher(Model(), 8, 0.05)
+        b = Batcher(engine, 8, 0.05)
         b.start()
-        arrays = [np.zeros((s, 4, 3)) for s in (4, 1, 5, 6)]
-        results = await asyncio.gather(*(b.submit(a) for a in arrays), return_exceptions=True)
+        tensors = [np.full((3, 4, 4), v, np.float32) for v in (4, 7, 5, 6)]
+        tensors.append(np.full((3, 2, 6), 3, np.float32))  # another shape, its own group
+        results = await asyncio.gather(*(b.submit(t, []) for t in tensors),
+                                       return_exceptions=True)
         await b.stop()
         return results
     results = asyncio.run(go())
     assert isinstance(results[1], RuntimeError)
-    assert [r[0] for k, r in enumerate(results) if k != 1] == [4, 5, 6]
+    assert [int(r[0, 0]) for k, r in enumerate(results) if k != 1] == [4, 5, 6, 3]
+    assert results[4].shape == (2, 6)
 
 
 def test_urls_never_reach_internal_addresses_and_all_failures_read_the_same(server, sites):
@@ -266,6 +268,9 @@ def test_an_api_key_is_required_when_set(run_dir, data):
     try:
         good = body((data / "images" / "000.jpg").read_bytes())
         assert httpx.get(f"{url}/health").status_code == 200
+        for page in ("/docs", "/redoc", "/openapi.json"):  # the API's map is off with a key
+            for headers in ({}, {"X-API-Key": "s3cret"}):
+                assert httpx.get(url + page, headers=headers).status_code == 404, page
         assert httpx.post(url + ROUTE, json=good, timeout=30).status_code == 401
         assert httpx.post(url + ROUTE, json=good, timeout=30,
                           headers={"X-API-Key": "wrong"}).status_code == 401
