@@ -78,6 +78,10 @@ def export_static(model, prefix: Path, input_shape: Sequence | None, output_op: 
 # reshape_transpose_matmul fuses ANN's attention wrongly (logits off by 2,100, 75 % of argmax
 # pixels equal, against 0.0 with the pass removed).
 _WRONG_CPU_PASSES = ("reshape_transpose_matmul_mkldnn_fuse_pass",)
+# oneDNN keeps its primitives per input shape, unbounded by default: a long-running server fed
+# images of many sizes grew about 50 MB per new 1 MP size. Keep the last few shapes (same-size
+# batches, the common case, never miss).
+ONEDNN_CACHED_SHAPES = 8
 
 
 class Engine:
@@ -107,6 +111,7 @@ class Engine:
             config.disable_gpu()
             if mkldnn:
                 config.enable_mkldnn()
+                config.set_mkldnn_cache_capacity(ONEDNN_CACHED_SHAPES)
                 if onednn_resize:
                     config.pass_builder().append_pass("interpolate_mkldnn_pass")
             config.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
