@@ -4,7 +4,8 @@ Everything that touches the deep-learning stack goes through this package, so mo
 paddle/paddleseg version is a change here only: this module (devices, building networks, weights
 in and out of layers), ``data`` (reading, transforms, the sample stream), ``optim`` (losses,
 optimiser, one step, data parallel), ``engine`` (dynamic-graph inference, static export, Paddle
-Inference) and ``seaformer`` (a network PaddleSeg 2.8 lacks).
+Inference), ``seaformer`` (a network PaddleSeg 2.8 lacks) and ``nets`` (segx's own networks,
+used instead of paddleseg's where segx has them; ``SEGX_NETWORKS=paddleseg`` turns them off).
 
 ``import zlib`` must run before the first ``import paddle``: libpaddle exports its own zlib
 symbols, and importing it first breaks every later zlib user (PNG I/O, sklearn) on this Python.
@@ -34,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the stac
                        solution="pip install 'segx[train]' (or run `make install`); prediction "
                                 "with an exported model needs only 'segx[deploy]'.") from None
 
+from segx.backend import nets  # noqa: E402  (segx's own networks)
 from segx.backend import seaformer  # noqa: F401,E402  (registers SeaFormer)
 
 paddle.disable_signal_handler()  # keep Python's SIGINT handling (Ctrl-C)
@@ -131,7 +133,11 @@ def _component(kind: Any, type_name: str, where: str):
                           solution=f"fix {where}.type.") from None
 
 
-def _build(spec: dict, kind: Any, where: str, extra: dict | None = None):
+def _build(spec: dict, kind: Any, where: str, extra: dict | None = None,
+           kinds: dict | None = None):
+    """Build ``spec`` from table ``kind``; nested ``{type: ...}`` values under a key of
+    ``kinds`` (default: backbone -> paddleseg's backbones) come from that key's table."""
+    kinds = _KINDS if kinds is None else kinds
     if not isinstance(spec, dict) or not spec.get("type"):
         raise ConfigError(f"{where} must be a mapping with a 'type'.",
                           solution=f"set {where}.type, for example PPLiteSeg.")
@@ -141,10 +147,10 @@ def _build(spec: dict, kind: Any, where: str, extra: dict | None = None):
         if key == "type":
             continue
         if isinstance(value, dict) and "type" in value:
-            value = _build(value, _KINDS.get(key, kind), f"{where}.{key}")
+            value = _build(value, kinds.get(key, kind), f"{where}.{key}", kinds=kinds)
         elif isinstance(value, list) and value and all(
                 isinstance(v, dict) and "type" in v for v in value):
-            value = [_build(v, _KINDS.get(key, kind), f"{where}.{key}.{i}")
+            value = [_build(v, kinds.get(key, kind), f"{where}.{key}.{i}", kinds=kinds)
                      for i, v in enumerate(value)]
         elif key == "pretrained" and value:
             raise ConfigError(f"{where}.pretrained: segx loads pretrained weights itself.",
@@ -165,13 +171,19 @@ def _build(spec: dict, kind: Any, where: str, extra: dict | None = None):
                           solution=f"check the arguments under {where}.") from None
 
 
-def build_model(arch: dict, num_classes: int) -> paddle.nn.Layer:
+def build_model(arch: dict, num_classes: int,
+                use_paddleseg: bool | None = None) -> paddle.nn.Layer:
     """Build the network described by an ``Arch`` section.
 
     Args:
         arch: ``{"type": <model>, "backbone": {"type": ...}, ...}`` (PaddleSeg components, plus
             segx's SeaFormer).
         num_classes: the number of output classes.
+        use_paddleseg: True builds from paddleseg even where segx has its own network (the
+            parity tests' oracle); None (default) follows ``$SEGX_NETWORKS``.
+
+    A model whose type and backbone type segx owns (:mod:`segx.backend.nets`) is built from
+    segx's code, with the same parameter names; anything else from paddleseg.
 
     Each build gets its own parameter-name scope: names start from zero every time (so optimizer
     state, which paddle keys by parameter name, matches across processes), and backbones that
@@ -180,6 +192,9 @@ def build_model(arch: dict, num_classes: int) -> paddle.nn.Layer:
     """
     dygraph()
     with paddle.utils.unique_name.guard():
+        if nets.prefer_own(use_paddleseg) and nets.owns(arch):
+            return _build(arch, nets.MODELS, "Arch", {"num_classes": num_classes},
+                          {"backbone": nets.BACKBONES})
         return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes})
 
 

@@ -10,18 +10,23 @@ import numpy as np
 import paddle
 from paddleseg.cvlibs import manager
 
-from segx.backend import _build
+from segx.backend import _build, nets
 from segx.errors import ConfigError
 
 
 # --------------------------------------------------------------------------- losses, optimiser
-def build_losses(spec: dict) -> tuple[list, list[float]]:
+def build_losses(spec: dict, use_paddleseg: bool | None = None) -> tuple[list, list[float]]:
+    """The loss layers and coefficients of ``Train.losses``; a loss type segx owns
+    (:mod:`segx.backend.nets`) comes from segx's code unless ``use_paddleseg`` (default:
+    ``$SEGX_NETWORKS``) says otherwise."""
+    own = nets.prefer_own(use_paddleseg)
     types = spec.get("types") or []
     coef = spec.get("coef") or [1.0] * len(types)
     if len(coef) != len(types):
         raise ConfigError(f"Train.losses has {len(types)} types but {len(coef)} coef values.",
                           solution="give one coefficient per loss type.")
-    return [_build(t, manager.LOSSES, f"Train.losses.types.{i}")
+    return [_build(t, nets.LOSSES if own and isinstance(t, dict) and t.get("type") in nets.LOSSES
+                   else manager.LOSSES, f"Train.losses.types.{i}")
             for i, t in enumerate(types)], [float(c) for c in coef]
 
 
