@@ -82,12 +82,13 @@ class _Bounded(yaml.SafeLoader):
                 self._add(self._sizes[id(node)], event.start_mark)
             return super().compose_node(parent, index)
         mark, before = self.peek_event().start_mark, self._count
-        self._depth += 1
+        nested = not self.check_event(yaml.ScalarEvent)  # a list or mapping: one level deeper
+        self._depth += nested
         if self._depth > MAX_YAML_DEPTH:
             raise _LimitError(mark, f"nests deeper than {MAX_YAML_DEPTH} levels")
         self._add(1, mark)
         node = super().compose_node(parent, index)
-        self._depth -= 1
+        self._depth -= nested
         self._sizes[id(node)] = self._count - before
         return node
 
