@@ -19,7 +19,9 @@ the component is built.
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -31,9 +33,75 @@ from segx.errors import ConfigError, did_you_mean
 MODEL_SCHEMA_PATH = Path(__file__).resolve().parent / "configs" / "_base_" / "schema.yaml"
 
 
+# --------------------------------------------------------------------------- bounded reading
+MAX_YAML_DEPTH = 100
+"""Deepest nesting of lists and mappings a YAML document (or a ``-o`` value) may have."""
+
+
+def _env_limit(name: str, default: int) -> int:
+    """A positive integer limit from the environment (``default`` when unset or invalid)."""
+    text = os.environ.get(name, "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else default
+
+
+def max_yaml_bytes() -> int:
+    """The largest YAML file segx reads: ``$SEGX_MAX_CONFIG_BYTES`` (1 MiB)."""
+    return _env_limit("SEGX_MAX_CONFIG_BYTES", 1 << 20)
+
+
+def max_yaml_nodes() -> int:
+    """The most values one YAML document may expand to, each alias counted as the values it
+    repeats: ``$SEGX_MAX_YAML_NODES`` (100,000)."""
+    return _env_limit("SEGX_MAX_YAML_NODES", 100_000)
+
+
+class _Bounded(yaml.SafeLoader):
+    """A composer that refuses, while it composes, documents nested deeper than
+    :data:`MAX_YAML_DEPTH`, expanding (aliases included) past :func:`max_yaml_nodes` values, or
+    holding an alias inside its own anchor (a recursive structure)."""
+
+    def compose_document(self) -> yaml.Node:
+        self._depth, self._count, self._sizes = 0, 0, {}
+        self._limit = max_yaml_nodes()
+        return super().compose_document()
+
+    def _add(self, n: int, mark: Any) -> None:
+        self._count += n
+        if self._count > self._limit:
+            raise _LimitError(mark, f"expands to more than {self._limit:,} values (aliases "
+                                    "count each time they are used)", "SEGX_MAX_YAML_NODES")
+
+    def compose_node(self, parent: Any, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None:
+                if id(node) not in self._sizes:
+                    raise _LimitError(event.start_mark, f"alias *{event.anchor} is used inside "
+                                                        "its own anchor (a recursive structure)")
+                self._add(self._sizes[id(node)], event.start_mark)
+            return super().compose_node(parent, index)
+        mark, before = self.peek_event().start_mark, self._count
+        nested = not self.check_event(yaml.ScalarEvent)  # a list or mapping: one level deeper
+        self._depth += nested
+        if self._depth > MAX_YAML_DEPTH:
+            raise _LimitError(mark, f"nests deeper than {MAX_YAML_DEPTH} levels")
+        self._add(1, mark)
+        node = super().compose_node(parent, index)
+        self._depth -= nested
+        self._sizes[id(node)] = self._count - before
+        return node
+
+
+class _LimitError(yaml.YAMLError):
+    def __init__(self, mark: Any, problem: str, setting: str | None = None):
+        super().__init__(problem)
+        self.problem_mark, self.problem, self.setting = mark, problem, setting
+
+
 # --------------------------------------------------------------------------- YAML with 1.2 scalars
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema scalars.
+class _Loader(_Bounded):
+    """Bounded SafeLoader with YAML 1.2 core-schema scalars.
 
     PyYAML follows YAML 1.1, where ``on``/``yes`` are booleans and ``1e-3`` is a string. Users
     expect the opposite, so bools are only true/false, floats include exponent forms without a
@@ -80,14 +148,58 @@ _Loader.add_constructor("tag:yaml.org,2002:null", _construct_null)
 
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse YAML text with segx's scalar rules; a syntax error becomes a ConfigError."""
+    """Parse YAML text with segx's scalar rules, bounded in size, nesting and alias expansion;
+    any problem becomes a one-line ConfigError naming ``source``."""
+    limit = max_yaml_bytes()
+    if len(text) > limit:
+        raise ConfigError(f"{source}: {len(text):,} characters of YAML, more than the "
+                          f"{limit:,} segx reads.", solution="shorten it, or raise the limit "
+                                                             "with SEGX_MAX_CONFIG_BYTES.")
     try:
         return yaml.load(text, Loader=_Loader)
+    except _LimitError as exc:
+        fix = (f"simplify it, or raise the limit with {exc.setting}." if exc.setting else
+               "write the values out instead of nesting or repeating them.")
+        raise ConfigError(f"{source}{_line(exc)}: refused: the YAML {exc.problem}.",
+                          solution=fix) from None
     except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f":{where.line + 1}" if where is not None else ""
-        raise ConfigError(f"{source}{line}: invalid YAML ({getattr(exc, 'problem', exc)}).",
+        raise ConfigError(f"{source}{_line(exc)}: invalid YAML ({getattr(exc, 'problem', exc)}).",
                           solution="check indentation and quoting on that line.") from None
+
+
+def _line(exc: yaml.YAMLError) -> str:
+    where = getattr(exc, "problem_mark", None)
+    return f":{where.line + 1}" if where is not None else ""
+
+
+def read_small_text(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of a regular file of at most :func:`max_yaml_bytes`, read without
+    blocking on FIFOs or devices and never more than the limit (+1 byte to detect excess)."""
+    path, limit = Path(path), max_yaml_bytes()
+    fix = f"pass a regular {what} of at most {limit:,} bytes (SEGX_MAX_CONFIG_BYTES raises it)."
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{what} '{path}' is not a regular file.", solution=fix)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"{what} '{path}' is not a regular file.", solution=fix)
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} '{path}': {exc.strerror}.",
+                          solution=f"pass a readable {what}.") from None
+    if len(data) > limit:
+        raise ConfigError(f"{what} '{path}' is larger than {limit:,} bytes.", solution=fix)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}).",
+                          solution="save it as UTF-8 text.") from None
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """Every YAML file segx reads from users: bounded read, then :func:`parse_yaml`."""
+    return parse_yaml(read_small_text(path, what), str(path))
 
 
 class _Dumper(yaml.SafeDumper):
@@ -175,7 +287,7 @@ class Schema:
 
 def _parse_schema(path: Path) -> Schema:
     """Read key types and docs from the schema's ``# (type) doc`` comments."""
-    text = path.read_text(encoding="utf-8")
+    text = read_small_text(path, "schema")
     defaults = parse_yaml(text, str(path))
     version = defaults.pop("_version_", None)
     specs: dict[str, KeySpec] = {}
@@ -316,24 +428,32 @@ def merge_configs(base: dict, over: dict) -> dict:
     return out
 
 
-def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+MAX_BASE_FILES = 64
+"""The most files one config may read through its ``_base_`` chains (repeats counted)."""
+
+
+def read_config_file(path: Path, seen: tuple[Path, ...] = (), read: list | None = None) -> dict:
     """A YAML config with its ``_base_`` chain merged in (``_version_`` kept, if any)."""
     if path in seen:
         raise ConfigError(f"{path}: '_base_' inheritance loops back to itself.",
                           solution="remove the circular _base_ reference.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config '{path}': {exc.strerror}.",
-                          solution="pass a readable YAML path or a model name from --list-models."
-                          ) from None
-    data = parse_yaml(text, str(path)) or {}
+    read = [0] if read is None else read
+    read[0] += 1
+    if read[0] > MAX_BASE_FILES:
+        raise ConfigError(f"{seen[0] if seen else path}: its '_base_' chains read more than "
+                          f"{MAX_BASE_FILES} files.", solution="inherit from fewer files.")
+    data = read_yaml(path, "config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}.")
     bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: _base_={bases!r} is not a file name or a list of them.",
+                          solution="write _base_: other.yaml (relative to this file).")
     merged: dict = {}
-    for base in [bases] if isinstance(bases, str) else bases:
-        merged = merge_configs(merged, read_config_file((path.parent / base).resolve(), seen + (path,)))
+    for base in bases:
+        merged = merge_configs(merged, read_config_file((path.parent / base).resolve(),
+                                                        seen + (path,), read))
     return merge_configs(merged, data)
 
 
@@ -365,7 +485,7 @@ def coerce(raw: str, spec: KeySpec | None, key: str) -> Any:
     A key typed ``str`` keeps the text as written (``Global.output=08`` stays ``"08"``); a float
     key accepts ints; an int key accepts a float with an integral value (``1e5``).
     """
-    parsed = parse_yaml(raw, f"-o {key}") if raw.strip() else ""
+    parsed = parse_yaml(raw, f"-o {_short(key)}") if raw.strip() else ""
     if spec is None:
         return parsed
     if isinstance(parsed, float) and "int" in spec.base_types and parsed.is_integer():
@@ -380,7 +500,8 @@ def coerce(raw: str, spec: KeySpec | None, key: str) -> Any:
         text = text[1:-1]
     if "str" in spec.base_types or (spec.choices and text in spec.choices):
         return text
-    raise ConfigError(f"-o {key}={raw}: expected {spec.describe()}, got {parsed!r}.",
+    raise ConfigError(f"-o {key}={_short(raw)}: expected {spec.describe()}, got "
+                      f"{_short(repr(parsed))}.",
                       solution=f"give {key} a value of that type ({spec.doc}).")
 
 
@@ -439,8 +560,11 @@ class Config:
         """Apply one ``Dotted.key=value``; split on the first ``=`` only."""
         key, sep, raw = option.partition("=")
         key = key.strip()
+        if len(key) > 200:
+            raise ConfigError(f"-o {_short(key)}: a key of {len(key):,} characters.",
+                              solution="give a dotted key such as Train.batch_size.")
         if not sep or not key:
-            raise ConfigError(f"-o '{option}': expected Dotted.key=value.",
+            raise ConfigError(f"-o '{_short(option)}': expected Dotted.key=value.",
                               solution="write for example -o Train.batch_size=4.")
         parts = _split_key(key)
         node: Any = self.data
@@ -527,8 +651,13 @@ def _walk_keys(data: dict, specs: dict[str, KeySpec], prefix: str = "") -> Itera
             yield from _walk_keys(value, specs, path + ".")
 
 
+def _short(text: str, width: int = 80) -> str:
+    """``text`` cut to ``width`` characters for a one-line message."""
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _suggest(key: str, cfg: Config) -> str:
-    return did_you_mean(key, set(cfg.schema.specs) | set(_all_paths(cfg.data)))
+    return did_you_mean(key, (set(cfg.schema.specs) | set(_all_paths(cfg.data))) - {key})
 
 
 def _all_paths(data: Any, prefix: str = "") -> Iterable[str]:
@@ -553,7 +682,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *,
         ConfigError: unknown key, bad value type, bad YAML, a config from a newer segx.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file '{path}' does not exist.",
                           solution="check the path, or pass a model name from --list-models.")
     path = path.resolve()

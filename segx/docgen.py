@@ -39,6 +39,24 @@ and adds a step; a test compares the keys with the recorded list.
 A misspelt key is an error with the closest keys, in a YAML, in `-o` and in
 `Config.get("Dotted.key")` alike.
 
+## Limits on what segx reads
+
+Every YAML segx reads from you (`-c` files, their `_base_` files, pipeline YAMLs, `-o` values,
+a model folder's `inference.yml`, a PaddleX run's `config.yaml`) goes through one bounded reader
+(`segx.config.read_yaml`); anything beyond a limit is refused before it is expanded, with one
+line naming the file (and line) or the `-o` key and the setting that raises the limit:
+
+| limit | default | setting |
+|---|---|---|
+| file size; only regular files (no FIFOs, devices, folders) | 1 MiB | `SEGX_MAX_CONFIG_BYTES` |
+| values in one document, each alias counted as the values it repeats | 100,000 | `SEGX_MAX_YAML_NODES` |
+| nesting of lists and mappings | 100 | fixed |
+| files read through one config's `_base_` chains (repeats counted) | 64 | fixed |
+| an alias inside its own anchor (a recursive structure) | refused | - |
+| length of an `-o` key | 200 characters | fixed |
+
+Anchors and aliases (`&loss` ... `*loss`, `<<: *base`) work as usual within these limits.
+
 ## Why not omegaconf
 
 segx's config layer is about 400 lines of its own on PyYAML. omegaconf was a declared dependency

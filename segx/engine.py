@@ -2,10 +2,15 @@
 
 Every run writes ``<Global.output>/<mode>_result.json``: ``{"done_flag": true, ...}`` on success
 and ``{"done_flag": false, "err_type": ..., "err_msg": ...}`` on failure (the reference format).
+A failure never replaces a result: when ``<mode>_result.json`` holds anything but an earlier
+failure record (a finished or interrupted run's result), the failure record is written to
+``<mode>_result.failed.json`` instead and the result stays as it was. A result identical to the
+one on disk is not rewritten.
 """
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -49,17 +54,36 @@ def run(cfg: Config) -> dict[str, Any]:
         result = {"done_flag": True, **(_handler(mode)(cfg) or {})}
     except SegxError as exc:
         if exc.report is not None:
-            write_json(result_path, {"done_flag": True, **exc.report})
+            _write_result(result_path, {"done_flag": True, **exc.report})
         else:
-            write_json(result_path, {"done_flag": False, "err_type": type(exc).__name__,
-                                     "err_msg": str(exc)})
+            _write_failure(result_path, exc)
         raise
     except Exception as exc:
-        write_json(result_path, {"done_flag": False, "err_type": type(exc).__name__,
-                                 "err_msg": str(exc)})
+        _write_failure(result_path, exc)
         raise
-    write_json(result_path, result)
+    _write_result(result_path, result)
     return result
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_result(path: Path, result: dict) -> None:
+    """Write ``result`` unless the file already holds exactly it."""
+    if not path.is_file() or _read_json(path) != result:
+        write_json(path, result)
+
+
+def _write_failure(path: Path, exc: BaseException) -> None:
+    """The reference failure record, beside a result it must not replace."""
+    old = _read_json(path) if path.exists() else None
+    if path.exists() and not (isinstance(old, dict) and old.get("err_type")):
+        path = path.with_name(path.name.replace(".json", ".failed.json"))
+    write_json(path, {"done_flag": False, "err_type": type(exc).__name__, "err_msg": str(exc)})
 
 
 def run_mode(model: str, mode: str, overrides: Iterable[str] = (), **options: Any) -> dict:

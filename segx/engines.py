@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from segx.config import parse_yaml
+from segx.config import read_yaml
 from segx.errors import ConfigError, WeightsError
 
 ENGINES = ("auto", "paddle", "openvino", "onnxruntime")
@@ -45,7 +45,7 @@ Engine = Callable[[np.ndarray], np.ndarray]
 def read_deploy_info(folder: Path) -> dict:
     """A model folder's ``inference.yml`` (``Deploy`` and ``Global`` sections)."""
     path = folder / "inference.yml"
-    info = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    info = read_yaml(path, "model file")
     if not isinstance(info, dict) or not isinstance(info.get("Deploy"), dict):
         raise WeightsError(f"{path} has no Deploy section.",
                            solution="re-export the model with segx (Global.mode=export).")

@@ -13,7 +13,7 @@ import copy
 import json
 from pathlib import Path
 
-from segx.config import Config, model_schema
+from segx.config import Config, model_schema, read_small_text
 from segx.errors import ConfigError, WeightsError
 
 
@@ -27,8 +27,8 @@ def _model_name(path: Path, model: dict) -> str:
     """PaddleX's model name from ``train_results.json`` beside the config, else the type."""
     for name in ("train_results.json", "train_result.json"):
         try:
-            found = json.loads((path.parent / name).read_text(encoding="utf-8")).get("model_name")
-        except (OSError, ValueError, AttributeError):
+            found = json.loads(read_small_text(path.parent / name)).get("model_name")
+        except (ConfigError, ValueError, AttributeError):
             continue
         if isinstance(found, str) and found:
             return found

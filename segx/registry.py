@@ -53,7 +53,7 @@ def resolve_config(name_or_path: str | Path) -> Path:
     """Map ``-c`` (a YAML path or a model name) to a file."""
     p = Path(name_or_path)
     if p.suffix.lower() in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
+        if not p.exists():  # anything else that is not a regular file: load_config says so
             raise ConfigError(f"config file '{name_or_path}' does not exist.",
                               solution="check the path, or pass a model name from --list-models.")
         return p.resolve()

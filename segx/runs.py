@@ -71,12 +71,11 @@ def run_config(path: Path) -> Config:
 
 def _paddleseg_run_config(path: Path) -> Config | None:
     """A PaddleX/PaddleSeg run's config.yaml, converted (None for segx's own)."""
-    from segx.config import parse_yaml
+    from segx.config import read_yaml
     from segx.interop import is_paddleseg_config, run_config_from_paddleseg
-    try:
-        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    except OSError:
+    if not path.exists():
         return None
+    data = read_yaml(path, "run config")
     return run_config_from_paddleseg(data, path) if is_paddleseg_config(data) else None
 
 

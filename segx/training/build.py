@@ -8,7 +8,6 @@ from pathlib import Path
 
 from segx.config import Config
 from segx.errors import ConfigError, DatasetError, WeightsError, did_you_mean
-from segx.fileio import write_text
 from segx.registry import with_pretrained_arch
 from segx.runs import CHECKPOINT_FILES, list_checkpoints
 from segx.training import hooks as H
@@ -194,11 +193,10 @@ def resume_folder(cfg: Config) -> Path | None:
     return path
 
 
-def _resume(cfg: Config, model, opt, log) -> dict:
-    """The training state: fresh, or loaded (with weights and optimiser) from a checkpoint."""
+def _resume(cfg: Config, resume: Path | None, model, opt, log) -> dict:
+    """The training state: fresh, or loaded (with weights and optimiser) from ``resume``."""
     from segx import backend
     state = new_state(cfg.get("Global.seed"))
-    resume = resume_folder(cfg)
     if resume is None:
         if cfg.get("Train.resume_path") == "auto":
             log(f"no checkpoint in {cfg.get('Global.output')} to resume from; starting at "
@@ -232,9 +230,11 @@ def effective_config(cfg: Config, num: int, names: list[str]) -> str:
 
 
 def build_trainer(cfg: Config, device: str, rank: int = 0, world: int = 1) -> Trainer:
-    """A ready :class:`Trainer` for ``cfg``: data checked, ``config.yaml`` written (rank 0),
-    network built with its pretrained start, optimiser and resume state loaded, hooks added.
-    Callers may add hooks to ``trainer.hooks`` before ``trainer.train()``."""
+    """A ready :class:`Trainer` for ``cfg``: data checked, network built with its pretrained
+    start (none when resuming: the checkpoint replaces it), optimiser and resume state loaded,
+    hooks added. Nothing is written into ``Global.output`` until the first step has run
+    (:class:`~segx.training.hooks.RunRecords`), so a run that fails before leaves an existing
+    run folder as it was. Callers may add hooks to ``trainer.hooks`` before ``trainer.train()``."""
     from segx import backend
     from segx.backend import data as D
     from segx.backend import optim as O
@@ -243,21 +243,18 @@ def build_trainer(cfg: Config, device: str, rank: int = 0, world: int = 1) -> Tr
     backend.set_device(device)
     train, val, num, names = check_data(cfg, world)
     out, seed = Path(cfg.get("Global.output")), cfg.get("Global.seed")
-    main = rank == 0
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.yaml", effective_config(cfg, num, names))
-    log = H.RunLog(out / "train.log" if main else None)
+    resume = resume_folder(cfg)
+    log = H.RunLog(out / "train.log" if rank == 0 else None)
     try:
         O.seed_everything(seed)
         model = backend.build_model(cfg["Arch"], num)
-        start = load_pretrained(model, cfg, log)
+        start = "checkpoint" if resume else load_pretrained(model, cfg, log)
         losses, coef = O.build_losses(cfg.get("Train.losses"))
         opt, sched = O.build_optimizer(
             model, cfg.get("Train.optimizer"), cfg.get("Train.lr_scheduler"),
             cfg.get("Train.learning_rate"), cfg.get("Train.epochs_iters"),
             cfg.get("Train.warmup_steps"), cfg.get("Train.warmup_start_lr"))
-        state = _resume(cfg, model, opt, log)
+        state = _resume(cfg, resume, model, opt, log)
     except BaseException:
         log.close()
         raise
@@ -272,7 +269,8 @@ def build_trainer(cfg: Config, device: str, rank: int = 0, world: int = 1) -> Tr
                   pretrained=start)
     trainer = Trainer(step, lambda: iter(D.train_loader(data, sampler,
                                                         cfg.get("Train.num_workers"))),
-                      state, run, _hooks(cfg, log, val, num, names),
+                      state, run, [H.RunRecords(log, effective_config(cfg, num, names)),
+                                   *_hooks(cfg, log, val, num, names)],
                       lambda it: O.reseed(seed, it), model, opt)
     trainer.log = log
     return trainer
@@ -295,7 +293,8 @@ def _hooks(cfg: Config, log: H.RunLog, val: list, num: int, names: list[str]) ->
             H.InterruptHook(log),
             H.PeriodicCheckpointer(cfg.get("Train.save_interval") or every,
                                    cfg.get("Train.keep_checkpoint_max")),
-            H.FinalHook(log, Path(cfg.get("Global.output")) / "config.yaml"), _CloseLog(log)]
+            H.FinalHook(log, Path(cfg.get("Global.output")) / "config.yaml",
+                        not cfg.get("Meta.no_static_export")), _CloseLog(log)]
 
 
 class _CloseLog(H.HookBase):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from segx.fileio import replace_dir, write_json
+from segx.fileio import replace_dir, write_json, write_text
 from segx.progress import Progress
 from segx.runs import list_checkpoints
 from segx.training.trainer import HookBase, Trainer
@@ -19,17 +19,33 @@ from segx.training.trainer import HookBase, Trainer
 
 # --------------------------------------------------------------------------- outputs
 class RunLog:
-    """Lines to ``train.log`` (rank 0) and the console; above the progress bar when one shows."""
+    """Lines to ``train.log`` (rank 0) and the console; above the progress bar when one shows.
+
+    The file is opened by :meth:`start` (when training has taken its first step); lines logged
+    before are kept and written then, so a command that fails earlier leaves the log as it was.
+    """
 
     def __init__(self, path: Path | None, echo: bool = True):
-        self.file = open(path, "a", encoding="utf-8") if path else None
+        self.path, self.file, self.pending = path, None, []
         self.echo = echo
         self.progress: Progress | None = None
 
-    def __call__(self, line: str, console: bool = True) -> None:
-        if self.file:
-            self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+    def start(self) -> None:
+        """Open ``train.log`` (appending) and write the lines logged so far."""
+        if self.path is not None and self.file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a", encoding="utf-8")
+            self.file.writelines(self.pending)
             self.file.flush()
+        self.pending = []
+
+    def __call__(self, line: str, console: bool = True) -> None:
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n"
+        if self.file:
+            self.file.write(stamped)
+            self.file.flush()
+        elif self.path is not None:
+            self.pending.append(stamped)
         if console and self.echo:
             if self.progress is not None:
                 self.progress.print(line)
@@ -99,6 +115,30 @@ def _fmt_eta(seconds: float) -> str:
 
 
 # --------------------------------------------------------------------------- hooks
+class RunRecords(HookBase):
+    """The run's records start when its first step has run (rank 0): ``config.yaml`` (the
+    effective config, which later hooks export with) is written and ``train.log`` opened. Added
+    first, so it precedes every other writer; until then a failing command (a resume that cannot
+    start, a bad setting found late) has changed no file of an existing run."""
+
+    def __init__(self, log: RunLog, config_text: str):
+        self.log, self.config_text, self.started = log, config_text, False
+
+    def start(self, trainer: Trainer, keep_config: bool = False) -> None:
+        """Write ``config.yaml`` (with ``keep_config``: only if missing) and open the log."""
+        if self.started or not trainer.run.main:
+            return
+        self.started = True
+        path = trainer.run.out / "config.yaml"
+        if not (keep_config and path.is_file()):
+            trainer.run.out.mkdir(parents=True, exist_ok=True)
+            write_text(path, self.config_text)
+        self.log.start()
+
+    def after_step(self, trainer: Trainer) -> None:
+        self.start(trainer)
+
+
 class LoggingHook(HookBase):
     """``[TRAIN]`` lines every ``every`` iterations (loss, learning rate, speed, ETA) into the
     log and the loss curves; a progress bar on a terminal. The ETA counts the evaluations still
@@ -179,9 +219,11 @@ class VisualDLHook(HookBase):
     """VisualDL records of the training and evaluation scalars (rank 0; optional)."""
 
     def before_train(self, trainer: Trainer) -> None:
-        self.writer = None
-        if not trainer.run.main:
-            return
+        self.writer, self.tried = None, not trainer.run.main
+
+    def _open(self, trainer: Trainer) -> None:
+        """The records file, created at the first step (a failed start leaves none behind)."""
+        self.tried = True
         try:
             from visualdl import LogWriter
             self.writer = LogWriter(logdir=str(trainer.run.out))
@@ -190,6 +232,8 @@ class VisualDLHook(HookBase):
             self.writer = None
 
     def after_step(self, trainer: Trainer) -> None:
+        if not self.tried:
+            self._open(trainer)
         if self.writer is None:
             return
         it = trainer.iter
@@ -358,17 +402,29 @@ class FinalHook(HookBase):
     """At the end (rank 0): export ``best_model`` to ``best_model/inference`` (once, also when
     a finished run is resumed without it), draw the curves, write the final result."""
 
-    def __init__(self, log: RunLog, config_path: Path):
-        self.log, self.config_path = log, config_path
+    def __init__(self, log: RunLog, config_path: Path, exportable: bool = True):
+        self.log, self.config_path, self.exportable = log, config_path, exportable
 
     def after_train(self, trainer: Trainer) -> None:
         if trainer.status != "done":
             return
         run = trainer.run
         if run.main:
-            complete = (run.out / "best_model" / "inference" / "inference.yml").is_file() and \
-                (run.out / "training_curves.png").is_file()
-            if trainer.start_iter < run.total or not complete:
+            exported = (run.out / "best_model" / "inference" / "inference.yml").is_file() or \
+                not self.exportable
+            complete = exported and (run.out / "training_curves.png").is_file()
+            trained = trainer.start_iter < run.total
+            previous = None if trained else _previous_result(run.out)
+            if complete and previous and previous.get("done_flag") is True:
+                trainer.report = previous  # a finished run resumed: its records stay as they are
+                return
+            if not trained:
+                run.visualdl_log = run.visualdl_log or str((previous or {}).get("visualdl_log")
+                                                           or "")
+            records = trainer.hook(RunRecords)
+            if records is not None:  # finishing an export left undone keeps the run's config
+                records.start(trainer, keep_config=True)
+            if trained or not complete:
                 self._export(trainer)
                 curves_png(trainer.state["curves"], run.out / "training_curves.png")
                 best = trainer.state["best"]
@@ -393,6 +449,16 @@ class FinalHook(HookBase):
         self.log(f"exported best model (mIoU {best['score']:.4f} at iteration {best['iter']}) "
                  f"to {out / 'best_model' / 'inference'}; agreement with the in-memory model: "
                  f"{report['agreement']['argmax_equal']:.4%} equal pixels")
+
+
+def _previous_result(out: Path) -> dict | None:
+    """The run's ``train_result.json`` as it is (None when absent or unreadable)."""
+    import json
+    try:
+        result = json.loads((out / "train_result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def advice(trainer: Trainer) -> list[str]:

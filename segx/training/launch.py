@@ -15,7 +15,7 @@ from typing import Sequence
 from segx.config import Config, load_config
 from segx.errors import ConfigError, SegxError
 from segx.fileio import write_text
-from segx.training.build import build_trainer, pretrained_file
+from segx.training.build import build_trainer, pretrained_file, resume_folder
 from segx.training.trainer import HookBase, Interrupted
 
 RANK_ENTRY = Path(__file__).with_name("rank.py")
@@ -63,11 +63,12 @@ def run_rank(config_path: Path, extra_hooks: Sequence[HookBase] = ()) -> dict:
 
 def launch(cfg: Config, nprocs: int, gpu_ids: str = "", entry: Path = RANK_ENTRY) -> dict:
     """Start ``nprocs`` ranks of ``entry`` (a script taking the launch config's path) and wait;
-    rank 0 writes the outputs. Pretrained weights are fetched here, never inside the ranks."""
+    rank 0 writes the outputs. Pretrained weights are fetched here, never inside the ranks, and
+    not at all when resuming (the checkpoint holds the weights)."""
     out = Path(cfg.get("Global.output"))
     out.mkdir(parents=True, exist_ok=True)
     data = json.loads(json.dumps(cfg.data))
-    _, path = pretrained_file(cfg)
+    _, path = (None, None) if resume_folder(cfg) else pretrained_file(cfg)
     data["Train"]["pretrained"] = str(path) if path else "none"
     launch_cfg = out / "launch_config.yaml"
     write_text(launch_cfg, Config(data, cfg.source).to_yaml())

@@ -88,9 +88,11 @@ def build_page(trainer: Trainer, status: str) -> str:
 
 
 class TrainReportHook(HookBase):
-    """Keeps ``<output>/train_report.html`` current (rank 0): at the start, after each
-    evaluation (recording its per-class IoU in the curves) and, without the reload, at the
-    end. Must come right after the evaluation hook, before the checkpointers."""
+    """Keeps ``<output>/train_report.html`` current (rank 0): from the first step (like every
+    record of the run, see :class:`~segx.training.hooks.RunRecords`), after each evaluation
+    (recording its per-class IoU in the curves) and, without the reload, at the end. A finished
+    run resumed keeps its page unless it has none. Must come right after the evaluation hook,
+    before the checkpointers."""
 
     def before_train(self, trainer: Trainer) -> None:
         curves = trainer.state["curves"]
@@ -98,19 +100,20 @@ class TrainReportHook(HookBase):
         n = len(curves["eval_iter"])
         del per[n:]
         per[:0] = [None] * (n - len(per))  # evaluations recorded before this existed
-        done = trainer.iter >= trainer.run.total
-        self._write(trainer, "done" if done else "running")
+        self.wrote = False
 
     def after_step(self, trainer: Trainer) -> None:
         metrics = trainer.events.get("eval")
-        if metrics is None:
-            return
-        trainer.state["curves"]["class_IoU"].append([r["IoU"] for r in metrics["per_class"]])
-        self._write(trainer, "running")
+        if metrics is not None:
+            trainer.state["curves"]["class_IoU"].append([r["IoU"] for r in metrics["per_class"]])
+        if metrics is not None or not self.wrote:
+            self._write(trainer, "running")
 
     def after_train(self, trainer: Trainer) -> None:
-        self._write(trainer, trainer.status)
+        if self.wrote or not (trainer.run.out / PAGE).is_file():
+            self._write(trainer, trainer.status)
 
     def _write(self, trainer: Trainer, status: str) -> None:
         if trainer.run.main:
             H.write_page(trainer.run.out / PAGE, build_page(trainer, status))
+            self.wrote = True
