@@ -298,8 +298,10 @@ def test_two_cpu_ranks_keep_identical_parameters_and_statistics(data, tmp_path):
     launch(cfg, 2, entry=ROOT / "tests" / "dp_rank.py")  # segx's ranks, saving final states
     assert "cpu x2" in (out / "train.log").read_text()
     assert same_params(out / "iter_3" / "model.pdparams", out / "test_rank1_final.pdparams")
-    assert (out / "distributed_train_logs" / "workerlog.1").is_file()
-    assert not list((out / "distributed_train_logs").glob("*.pdparams"))
+    launches = list((out / "distributed_train_logs").iterdir())  # one folder per launch
+    assert len(launches) == 1 and (launches[0] / "workerlog.1").is_file()
+    assert (launches[0] / "launch_config.yaml").is_file()
+    assert not list((out / "distributed_train_logs").rglob("*.pdparams"))
 
 
 def test_confusion_metrics_by_hand():

@@ -70,9 +70,10 @@ def launch(cfg: Config, nprocs: int, gpu_ids: str = "", entry: Path = RANK_ENTRY
     data = json.loads(json.dumps(cfg.data))
     _, path = (None, None) if resume_folder(cfg) else pretrained_file(cfg)
     data["Train"]["pretrained"] = str(path) if path else "none"
-    launch_cfg = out / "launch_config.yaml"
+    # a folder of its own per launch: a launch that fails replaces no file of an existing run
+    logs = out / "distributed_train_logs" / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
+    launch_cfg = logs / "launch_config.yaml"
     write_text(launch_cfg, Config(data, cfg.source).to_yaml())
-    logs = out / "distributed_train_logs"
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(logs)]
     cmd += ["--gpus", gpu_ids] if gpu_ids else ["--nproc_per_node", str(nprocs)]
     cmd += [str(entry), str(launch_cfg)]
