@@ -232,6 +232,13 @@ class SegModel:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def precision(self) -> str:
+        """The precision that runs: ``bf16``/``int8`` when the engine name says so (OpenVINO),
+        else ``fp32`` (Paddle, ONNX Runtime and the dynamic graph run fp32 only)."""
+        last = self.engine.rsplit("-", 1)[-1]
+        return last if last in ("bf16", "int8") else "fp32"
+
     def __repr__(self) -> str:
         return (f"SegModel({self.model_name}, device={self.device}, engine={self.engine}, "
                 f"classes={len(self.class_names) or '?'})")

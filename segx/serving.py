@@ -572,7 +572,7 @@ def create_app(config: Config, api_key: str | None = None,
         app.state.batcher.start()
         app.state.fetcher = fetcher or UrlFetcher(serving["allow_url_hosts"],
                                                   serving["url_timeout_s"], limits.max_body)
-        log.info("serving %r", pipeline.model)
+        log.info(startup_line(model, config["Pipeline"]["model"]))
         try:
             yield
         finally:
@@ -589,6 +589,16 @@ def create_app(config: Config, api_key: str | None = None,
     _install_handlers(app)
     _install_routes(app)
     return app
+
+
+def startup_line(model, source: str) -> str:
+    """What the service serves, said once at start: model, where from, engine and precision,
+    device and classes (the first 20 by name)."""
+    names = model.class_names
+    shown = ", ".join(names[:20]) + (f" ... ({len(names) - 20} more)" if len(names) > 20 else "")
+    classes = f"{model.num_classes or len(names) or '?'} classes" + (f": {shown}" if names else "")
+    return (f"serving {model.model_name} from {source} on {model.device}, engine {model.engine} "
+            f"({model.precision}), {classes}")
 
 
 def serve(config: Config, host: str = "127.0.0.1", port: int = 8080,

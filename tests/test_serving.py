@@ -158,3 +158,13 @@ def test_a_pdparams_model_serves_from_the_engine_thread(run_dir, data):
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
+
+
+def test_the_start_up_line_names_model_engine_precision_and_classes(run_dir):
+    from segx import create_model
+    from segx.serving import startup_line
+    source = str(run_dir / "best_model" / "inference")
+    with create_model(source, device="cpu", engine="paddle") as model:
+        line = startup_line(model, source)
+    assert line.startswith(f"serving PP-LiteSeg-T from {source} on cpu, engine paddle-")
+    assert line.endswith("(fp32), 3 classes: background, disc, box")

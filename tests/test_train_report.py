@@ -69,6 +69,9 @@ def test_page_is_rewritten_at_each_evaluation_and_escapes_names(tmp_path):
     names = ["<script>alert(1)</script>", "a & b"]
     trainer, hook = _trainer(tmp_path, names), TrainReportHook()
     hook.before_train(trainer)
+    assert not (tmp_path / PAGE).exists()  # like every record of a run: from the first step
+    trainer.iter, trainer.events = 1, {}
+    hook.after_step(trainer)
     assert REFRESH in (tmp_path / PAGE).read_text()  # a page to watch before any evaluation
     curves = trainer.state["curves"]
     for it, miou in ((5, 0.25), (10, 0.5)):
@@ -98,8 +101,11 @@ def test_resumed_old_checkpoint_keeps_its_evaluations(tmp_path):
     curves = trainer.state["curves"]
     curves["eval_iter"] += [2, 4]
     curves["mIoU"] += [0.1, 0.2]
-    TrainReportHook().before_train(trainer)
+    hook = TrainReportHook()
+    hook.before_train(trainer)
     assert curves["class_IoU"] == [None, None]
+    trainer.events = {}
+    hook.after_step(trainer)
     assert (tmp_path / PAGE).read_text().count("<circle class=pt") == 2
     curves["class_IoU"] = [[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]]
     TrainReportHook().before_train(trainer)
