@@ -55,6 +55,9 @@ def test_resuming_offline_trains_from_the_checkpoint(run_dir, data, tmp_path, of
     r = run_cli(*base_args(data, out, "-o", "Train.resume_path=auto",
                            "-o", "Train.pretrained=imagenet"))
     assert r.returncode == 0, r.stderr[-2000:]
+    log = (out / "train.log").read_text()
+    assert "resumed from" in log and "random weights" not in log and "pretrained:" not in log
+    assert "Warning" not in r.stderr  # no raw paddle warning reaches the user
     assert same_params(out / "iter_8" / "model.pdparams", run_dir / "iter_8" / "model.pdparams")
     assert json.loads((out / "train_result.json").read_text())["done_flag"] is True
 
