@@ -89,6 +89,28 @@ def test_same_logits_in_eval_and_training(name):
     assert_same_outputs(own, ref, SIZES[1], train=True)
 
 
+def test_same_gradients_for_a_training_step():
+    """Both outputs weighted as the zoo's OCRNet loss weights them (1, 0.4): every parameter
+    gets paddleseg's gradient (nothing detached, nothing left out)."""
+    x = paddle.to_tensor(np.random.default_rng(4).normal(0, 1, (2, 3, 64, 64)).astype("float32"))
+    grads = []
+    for model in pair("OCRNet_HRNet-W18"):
+        model.train()
+        model.clear_gradients()
+        paddle.seed(7)
+        total = sum(coef * out.mean() for coef, out in zip((1.0, 0.4), model(x)))
+        total.backward()
+        grads.append({k: p.grad.numpy() for k, p in model.named_parameters()
+                      if p.grad is not None})
+        model.clear_gradients()
+    assert sorted(grads[0]) == sorted(grads[1])
+    assert len(grads[0]) == len([p for p in pair("OCRNet_HRNet-W18")[0].parameters()
+                                 if not p.stop_gradient])
+    for key, want in grads[1].items():
+        np.testing.assert_allclose(grads[0][key], want, rtol=1e-5,
+                                   atol=1e-6 * max(1e-6, float(np.abs(want).max())), err_msg=key)
+
+
 def test_non_default_backbone_options_match_paddleseg():
     """has_se, padding_same=False and align_corners=True are implemented, not ignored."""
     arch = {"type": "FCN", "backbone": {"type": "HRNet_W18", "has_se": True,
