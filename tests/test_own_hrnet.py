@@ -56,6 +56,13 @@ def assert_same_outputs(own, ref, shape, train: bool = False):
         np.testing.assert_allclose(p, q, rtol=0, atol=1e-5)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _drop_builds_at_the_end():
+    """The cached pairs hold up to ~1 GB (W48): free them when this module is done."""
+    yield
+    _BUILT.clear()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_builds_after_a_plant():
     """A test that plants a change builds its own models: drop them afterwards."""
