@@ -8,7 +8,8 @@ whose model type, and backbone type if it has one, are both here is built from s
 ``use_paddleseg=True`` where a builder takes it) builds everything from paddleseg instead: the
 parity tests use it as the oracle.
 
-Owned so far: the PP-LiteSeg family (model ``PPLiteSeg``, backbones ``STDC1``/``STDC2``) and
+Owned so far: the PP-LiteSeg family (model ``PPLiteSeg``, backbones ``STDC1``/``STDC2``), the
+HRNet family (backbones ``HRNet_W18``/``HRNet_W48``, models ``OCRNet`` and ``FCN``) and
 ``CrossEntropyLoss``.
 """
 from __future__ import annotations
@@ -57,3 +58,4 @@ def owns(arch: object) -> bool:
 
 
 from segx.backend.nets import losses, pp_liteseg, stdc  # noqa: E402,F401  (fill the tables)
+from segx.backend.nets import fcn, hrnet, ocrnet  # noqa: E402,F401
