@@ -57,3 +57,4 @@ def owns(arch: object) -> bool:
 
 
 from segx.backend.nets import losses, pp_liteseg, stdc  # noqa: E402,F401  (fill the tables)
+from segx.backend.nets import mix_transformer, segformer  # noqa: E402,F401
