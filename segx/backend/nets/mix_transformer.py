@@ -48,7 +48,8 @@ class DropPath(nn.Layer):
             return x
         keep = paddle.to_tensor(np.float32(1.0) - np.float32(self.p), dtype=x.dtype)
         shape = [paddle.shape(x)[0]] + [1] * (x.ndim - 1)
-        mask = paddle.floor(keep + paddle.rand(shape, dtype=x.dtype))
+        # drawn in float32 whatever x's dtype: the same random stream as PaddleSeg's
+        mask = paddle.floor(keep + paddle.rand(shape, dtype="float32").astype(x.dtype))
         return x / keep * mask
 
 
