@@ -238,3 +238,25 @@ def test_static_export_matches_dynamic(tmp_path):
     for shape in SIZES:
         probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
         np.testing.assert_allclose(engine(probe), predict_logits(model, probe), atol=1e-4)
+
+
+def test_training_step_gradients_match():
+    """One training-mode backward pass (stochastic depth and dropout from the same seed): every
+    parameter gets paddleseg's gradient (none for BatchNorm's running statistics, in both)."""
+    own, ref = with_weights("SegFormer-B0")
+    x = paddle.to_tensor(np.random.default_rng(1).normal(0, 1, SIZES[1]).astype("float32"))
+    probe = paddle.to_tensor(np.random.default_rng(2).normal(0, 1, (1, 5, 70, 90)), "float32")
+    grads = []
+    for model in (own, ref):
+        model.train()
+        paddle.seed(11)
+        (model(x)[0] * probe).mean().backward()
+        grads.append({p.name: None if p.grad is None else p.grad.numpy()
+                      for p in model.parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    assert sum(g is None for g in grads[0].values()) == 2
+    for name, g in grads[1].items():
+        if g is None:
+            assert grads[0][name] is None, name
+            continue
+        np.testing.assert_allclose(grads[0][name], g, rtol=1e-5, atol=1e-7, err_msg=name)
