@@ -9,8 +9,8 @@ whose model type, and backbone type if it has one, are both here is built from s
 parity tests use it as the oracle.
 
 Owned so far: the PP-LiteSeg family (model ``PPLiteSeg``, backbones ``STDC1``/``STDC2``), the
-HRNet family (backbones ``HRNet_W18``/``HRNet_W48``, models ``OCRNet`` and ``FCN``) and
-``CrossEntropyLoss``.
+HRNet family (backbones ``HRNet_W18``/``HRNet_W48``, models ``OCRNet`` and ``FCN``), SegFormer
+(backbones ``MixVisionTransformer_B0``..``B5``, model ``SegFormer``) and ``CrossEntropyLoss``.
 """
 from __future__ import annotations
 
@@ -59,3 +59,4 @@ def owns(arch: object) -> bool:
 
 from segx.backend.nets import losses, pp_liteseg, stdc  # noqa: E402,F401  (fill the tables)
 from segx.backend.nets import fcn, hrnet, ocrnet  # noqa: E402,F401
+from segx.backend.nets import mix_transformer, segformer  # noqa: E402,F401
