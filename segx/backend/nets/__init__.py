@@ -8,8 +8,9 @@ whose model type, and backbone type if it has one, are both here is built from s
 ``use_paddleseg=True`` where a builder takes it) builds everything from paddleseg instead: the
 parity tests use it as the oracle.
 
-Owned so far: the PP-LiteSeg family (model ``PPLiteSeg``, backbones ``STDC1``/``STDC2``) and
-``CrossEntropyLoss``.
+Owned so far: the PP-LiteSeg family (model ``PPLiteSeg``, backbones ``STDC1``/``STDC2``), the
+DeepLab family (models ``DeepLabV3``/``DeepLabV3P``, backbones ``ResNet18_vd``/``ResNet50_vd``/
+``ResNet101_vd``) and ``CrossEntropyLoss``.
 """
 from __future__ import annotations
 
@@ -57,3 +58,4 @@ def owns(arch: object) -> bool:
 
 
 from segx.backend.nets import losses, pp_liteseg, stdc  # noqa: E402,F401  (fill the tables)
+from segx.backend.nets import deeplab, resnet_vd  # noqa: E402,F401
