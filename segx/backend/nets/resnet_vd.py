@@ -52,7 +52,8 @@ class ResConvBN(ConvBNAct):
                                             ceil_mode=True, data_format=data_format)
 
     def forward(self, x):
-        return super().forward(self._pool2d_avg(x) if self.avg_down else x)
+        # the base class by name: paddle.jit.to_static rejects zero-argument super()
+        return ConvBNAct.forward(self, self._pool2d_avg(x) if self.avg_down else x)
 
 
 class _Residual(nn.Layer):
