@@ -17,11 +17,12 @@ from segx import backend  # noqa: E402
 from segx.backend import nets  # noqa: E402
 from segx.backend.nets import deeplab, resnet_vd  # noqa: E402
 from segx.errors import SegxError  # noqa: E402
-from segx.registry import load_model_config  # noqa: E402
+from segx.registry import list_models, load_model_config  # noqa: E402
 
 SLOW = pytest.mark.slow  # over ~30 M parameters
 ZOO = [pytest.param("Deeplabv3_Plus-R50"),
        pytest.param("Deeplabv3_Plus-R101", marks=SLOW),
+       pytest.param("Deeplabv3-R50", marks=SLOW),
        pytest.param("Deeplabv3-R101", marks=SLOW)]
 SMALL = {  # not zoo models: cheap builds reaching the paths the zoo does not
     "V3P-R18-os8-grid": {"type": "DeepLabV3P", "backbone": {
@@ -86,7 +87,8 @@ def loaded_pair(name: str):
 
 
 def test_zoo_deeplab_models_are_segx_owned_and_the_switch_turns_them_off(monkeypatch):
-    names = ["Deeplabv3_Plus-R50", "Deeplabv3_Plus-R101", "Deeplabv3-R101"]
+    names = {n for n in list_models() if arch_of(n)["type"] in ("DeepLabV3", "DeepLabV3P")}
+    assert names == {p.values[0] for p in ZOO}  # every zoo DeepLab is tested here
     assert all(nets.owns(arch_of(n)) for n in names)
     own = backend.build_model(arch_of("V3-R18-os16"), 3)
     assert type(own).__module__ == "segx.backend.nets.deeplab"
