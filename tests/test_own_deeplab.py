@@ -115,6 +115,18 @@ def test_same_logits_for_the_same_weights(name):
     assert rel_diff(own, ref, SIZES[0], train=True) <= 1e-4
 
 
+def test_channels_last_layout_matches_paddleseg():
+    """DeepLabV3P and ResNet_vd take ``data_format: NHWC`` as paddleseg's do."""
+    arch = {"type": "DeepLabV3P", "data_format": "NHWC", "backbone": {
+        "type": "ResNet18_vd", "multi_grid": [1, 2], "data_format": "NHWC"}}
+    own, ref = (backend.build_model(arch, 5, use) for use in (False, True))
+    assert structure(own) == structure(ref)
+    state = random_state(ref)
+    backend.set_state(own, state), backend.set_state(ref, state)
+    assert rel_diff(own, ref, (1, 70, 90, 3)) <= 1e-5
+    assert [t.shape for t in outputs(own, (1, 70, 90, 3))] == [(1, 70, 90, 5)]
+
+
 def test_backbone_features_strides_and_stem_output():
     """Features at strides 4, 8, 8, 8 (output stride 8) with ResNet-50's widths; the stem's
     output is kept for GSCNN."""
