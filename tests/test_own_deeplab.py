@@ -127,6 +127,34 @@ def test_channels_last_layout_matches_paddleseg():
     assert [t.shape for t in outputs(own, (1, 70, 90, 3))] == [(1, 70, 90, 5)]
 
 
+BLOCKS = [("ConvBN", (6, 8, 3), {"stride": 2}), ("ConvBNReLU", (6, 8, 1), {"bias_attr": False}),
+          ("ConvBNAct", (6, 8, 3), {"act_type": "prelu"}),
+          ("ConvBNAct", (6, 8, 3), {"act_type": "leakyrelu", "dilation": 2}),
+          ("DepthwiseConvBN", (6, 6, 3), {}),
+          ("SeparableConvBNReLU", (6, 8, 3), {"dilation": 3, "padding": 3}),
+          ("AuxLayer", (6, 4, 3), {"dropout_prob": 0.0})]
+
+
+@pytest.mark.parametrize("block, args, kwargs", BLOCKS, ids=lambda v: str(v))
+def test_shared_blocks_match_paddleseg(block, args, kwargs):
+    """segx's shared blocks (nets/layers.py) have paddleseg's tensor and parameter names and
+    compute the same for the same weights."""
+    from paddleseg.models import layers as ps_layers
+
+    from segx.backend.nets import layers
+    built = []
+    for lib in (layers, ps_layers):
+        with paddle.utils.unique_name.guard():
+            built.append(getattr(lib, block)(*args, **kwargs))
+    own, ref = built
+    assert structure(own) == structure(ref)
+    state = random_state(ref)
+    own.set_state_dict(state), ref.set_state_dict(state)
+    x = paddle.to_tensor(np.random.default_rng(4).normal(0, 1, (1, 6, 11, 13)).astype("float32"))
+    own.eval(), ref.eval()
+    np.testing.assert_allclose(own(x).numpy(), ref(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_backbone_features_strides_and_stem_output():
     """Features at strides 4, 8, 8, 8 (output stride 8) with ResNet-50's widths; the stem's
     output is kept for GSCNN."""
