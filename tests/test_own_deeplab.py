@@ -105,7 +105,8 @@ def test_same_tensors_and_parameter_counts(name):
     assert backend.count_params(own) == backend.count_params(ref)
 
 
-@pytest.mark.parametrize("name", ZOO + list(SMALL))
+@pytest.mark.parametrize("name", [pytest.param(p.values[0], marks=SLOW) for p in ZOO]
+                         + list(SMALL))  # a zoo model's two sizes and training: over 5 s
 def test_same_logits_for_the_same_weights(name):
     own, ref = loaded_pair(name)
     for shape in SIZES:  # evaluation first: training updates the BatchNorm statistics
@@ -260,6 +261,7 @@ def test_decoder_follows_aspp_out_channels():
         assert list(model(paddle.rand([1, 3, 64, 64]))[0].shape) == [1, 3, 64, 64]
 
 
+@SLOW  # ~10 s
 def test_static_export_matches_dynamic(tmp_path):
     from segx.backend.engine import Engine, export_static, predict_logits
     model = backend.build_model(arch_of("V3P-R18-os8-grid"), 4)
