@@ -158,7 +158,7 @@ def test_shared_blocks_match_paddleseg(block, args, kwargs):
 
 def test_backbone_features_strides_and_stem_output():
     """Features at strides 4, 8, 8, 8 (output stride 8) with ResNet-50's widths; the stem's
-    output is kept for GSCNN."""
+    output is kept for GSCNN when asked."""
     net = resnet_vd.ResNet50_vd(output_stride=8, multi_grid=(1, 2, 4))
     net.eval()
     with paddle.no_grad():
@@ -166,6 +166,10 @@ def test_backbone_features_strides_and_stem_output():
     assert [list(f.shape) for f in feats] == [[1, c, 16, 24] if i == 0 else [1, c, 8, 12]
                                               for i, c in enumerate([256, 512, 1024, 2048])]
     assert net.feat_channels == [256, 512, 1024, 2048]
+    assert net.conv1_logit is None  # not kept unless asked for
+    net.keep_conv1_logit = True
+    with paddle.no_grad():
+        net(paddle.rand([1, 3, 64, 96]))
     assert list(net.conv1_logit.shape) == [1, 64, 32, 48]
 
 

@@ -14,8 +14,10 @@ Layout:
   of stage 4 by dilation 2 (32 keeps every stride); ``multi_grid`` multiplies the dilation of
   stage 4's blocks one by one.
 
-The backbone returns the four stage outputs (``feat_channels`` wide); the stem's output stays
-in ``conv1_logit`` after a forward (GSCNN's shape stream reads it). Sub-layers are named
+The backbone returns the four stage outputs (``feat_channels`` wide). The stem's output is kept
+in ``conv1_logit`` after a forward only when ``keep_conv1_logit`` is set (GSCNN's shape stream
+reads it; PaddleSeg always keeps a copy, which holds a half-resolution 64-channel map alive
+between calls). Sub-layers are named
 ``conv1_1``..``conv1_3`` and ``bb_<stage>_<block>`` (``conv0``..``conv2``, ``short``), as in
 PaddleSeg, so its ImageNet and trained checkpoints load unchanged.
 """
@@ -130,7 +132,7 @@ class ResNet_vd(nn.Layer):
         super().__init__()
         _check_args(layers, output_stride, multi_grid)
         self.layers, self.data_format, self.pretrained = layers, data_format, pretrained
-        self.conv1_logit = None
+        self.conv1_logit, self.keep_conv1_logit = None, False
         block = BottleneckBlock if layers >= 50 else BasicBlock
         self.feat_channels = [w * block.expansion for w in WIDTHS]
         self.conv1_1 = ResConvBN(in_channels, 32, 3, 2, act="relu", data_format=data_format)
@@ -153,7 +155,8 @@ class ResNet_vd(nn.Layer):
 
     def forward(self, x):
         y = self.conv1_3(self.conv1_2(self.conv1_1(x)))
-        self.conv1_logit = y
+        if self.keep_conv1_logit:
+            self.conv1_logit = y
         y = self.pool2d_max(y)
         feats = []
         for blocks in self.stage_list:
