@@ -71,8 +71,11 @@ def test_owned_models_come_from_segx_and_the_switch_turns_them_off(monkeypatch):
     assert type(backend.build_model(arch_of("PP-LiteSeg-T"), 3)).__module__.startswith(
         "paddleseg.")
     # a backbone segx does not own keeps the whole model on paddleseg
-    mixed = {"type": "PPLiteSeg", "backbone": {"type": "ResNet18_vd"}}
-    assert not nets.owns(mixed)
+    monkeypatch.delenv(nets.ENV)
+    monkeypatch.delitem(nets.BACKBONES.components_dict, "STDC1")
+    assert not nets.owns(arch_of("PP-LiteSeg-T"))
+    assert type(backend.build_model(arch_of("PP-LiteSeg-T"), 3)).__module__.startswith(
+        "paddleseg.")
 
 
 @pytest.mark.parametrize("name", OWN_MODELS)

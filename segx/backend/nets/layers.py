@@ -12,6 +12,7 @@ on several GPUs (:func:`norm_layer`).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import paddle
@@ -37,6 +38,7 @@ def norm_layer(channels: int, **kwargs) -> nn.Layer:
     return cls(channels, **kwargs)
 
 
+@functools.lru_cache(maxsize=None)
 def _activations() -> dict:
     """Lower-cased name -> class for every activation layer paddle.nn defines."""
     found = {}

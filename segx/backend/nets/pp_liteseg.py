@@ -18,33 +18,10 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from segx.backend.nets import MODELS
+from segx.backend.nets.layers import ConvBN, ConvBNReLU, resize
 
 
-def norm_layer(channels: int) -> nn.Layer:
-    """BatchNorm, synchronised across ranks when training on several GPUs (PaddleSeg does the
-    same; the parameter names are those of BatchNorm2D either way)."""
-    if paddle.get_device().startswith("gpu") and paddle.distributed.get_world_size() > 1:
-        return nn.SyncBatchNorm(channels)
-    return nn.BatchNorm2D(channels)
-
-
-class ConvBNAct(nn.Layer):
-    """conv (``_conv``), BatchNorm (``_batch_norm``), optionally ReLU; odd kernels keep size."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, relu: bool = True, bias: bool = True):
-        super().__init__()
-        self._conv = nn.Conv2D(cin, cout, kernel, padding=kernel // 2,
-                               bias_attr=None if bias else False)
-        self._batch_norm = norm_layer(cout)
-        self.relu = relu
-
-    def forward(self, x):
-        x = self._batch_norm(self._conv(x))
-        return F.relu(x) if self.relu else x
-
-
-def _resize(x, like_hw, mode: str = "bilinear"):
-    return F.interpolate(x, like_hw, mode=mode, align_corners=False)
+_resize = resize  # the final upsampling (a seam the tests plant differences in)
 
 
 class PPContextModule(nn.Layer):
@@ -53,16 +30,16 @@ class PPContextModule(nn.Layer):
     def __init__(self, cin: int, inter: int, cout: int, bin_sizes, align_corners: bool = False):
         super().__init__()
         self.stages = nn.LayerList([
-            nn.Sequential(nn.AdaptiveAvgPool2D(output_size=b), ConvBNAct(cin, inter, 1))
+            nn.Sequential(nn.AdaptiveAvgPool2D(output_size=b), ConvBNReLU(cin, inter, 1))
             for b in bin_sizes])
-        self.conv_out = ConvBNAct(inter, cout, 3)
+        self.conv_out = ConvBNReLU(inter, cout, 3, padding=1)
         self.align_corners = align_corners
 
     def forward(self, x):
         hw = paddle.shape(x)[2:]
         total = None
         for stage in self.stages:
-            y = F.interpolate(stage(x), hw, mode="bilinear", align_corners=self.align_corners)
+            y = resize(stage(x), hw, align_corners=self.align_corners)
             total = y if total is None else total + y
         return self.conv_out(total)
 
@@ -73,10 +50,10 @@ class UAFM_SpAtten(nn.Layer):
     def __init__(self, x_ch: int, y_ch: int, out_ch: int, ksize: int = 3,
                  resize_mode: str = "bilinear"):
         super().__init__()
-        self.conv_x = ConvBNAct(x_ch, y_ch, ksize, bias=False)
-        self.conv_out = ConvBNAct(y_ch, out_ch, 3, bias=False)
-        self.conv_xy_atten = nn.Sequential(ConvBNAct(4, 2, 3, bias=False),
-                                           ConvBNAct(2, 1, 3, relu=False, bias=False))
+        self.conv_x = ConvBNReLU(x_ch, y_ch, ksize, padding=ksize // 2, bias_attr=False)
+        self.conv_out = ConvBNReLU(y_ch, out_ch, 3, padding=1, bias_attr=False)
+        self.conv_xy_atten = nn.Sequential(ConvBNReLU(4, 2, 3, padding=1, bias_attr=False),
+                                           ConvBN(2, 1, 3, padding=1, bias_attr=False))
         self._scale = self.create_parameter(
             shape=[1], dtype="float32",
             attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0)))
@@ -85,7 +62,7 @@ class UAFM_SpAtten(nn.Layer):
 
     def forward(self, low, high):
         low = self.conv_x(low)
-        high = F.interpolate(high, paddle.shape(low)[2:], mode=self.resize_mode)
+        high = resize(high, paddle.shape(low)[2:], mode=self.resize_mode)
         stats = []
         for t in (low, high):
             stats += [paddle.mean(t, axis=1, keepdim=True), paddle.max(t, axis=1, keepdim=True)]
@@ -121,7 +98,7 @@ class PPLiteSegHead(nn.Layer):
 class SegHead(nn.Layer):
     def __init__(self, in_chan: int, mid_chan: int, n_classes: int):
         super().__init__()
-        self.conv = ConvBNAct(in_chan, mid_chan, 3, bias=False)
+        self.conv = ConvBNReLU(in_chan, mid_chan, 3, padding=1, bias_attr=False)
         self.conv_out = nn.Conv2D(mid_chan, n_classes, kernel_size=1, bias_attr=False)
 
     def forward(self, x):
