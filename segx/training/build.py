@@ -99,9 +99,9 @@ def pretrained_source(cfg: Config) -> tuple[str, str | None, str | None]:
     is nothing to load (``none``, or ``imagenet`` for a model without official weights).
     """
     value = str(cfg.get("Train.pretrained") or "none").strip()
-    official = config_weights(cfg)
     if value.lower() in NO_PRETRAINED:
         return "none", None, None
+    official = config_weights(cfg)
     if value.lower() == "imagenet":
         spec = official.imagenet
         if not spec:
