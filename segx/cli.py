@@ -5,6 +5,7 @@
     segx models [PATTERN]                 (also: segx --list-models [PATTERN])
     segx weights list | fetch MODEL [DATASET|imagenet] | import FILE --url URL
     segx demo [--workdir DIR] [--dataset-only shapes|street]
+    segx train-rank LAUNCH_CONFIG         (one data-parallel process; paddle's launcher runs it)
     segx --pipeline semantic_segmentation --model MODEL --input X [--serve]
 
 Exit codes: 0 success, 2 a user mistake (one line on stderr, no traceback unless
@@ -33,6 +34,8 @@ COMMANDS = """commands:
   segx demo [--workdir DIR]               every mode on a generated dataset (no download)
   segx demo --dataset-only street         only write a generated 8-class road-scene dataset
   segx --pipeline NAME --input X          run a pipeline; add --serve for the HTTP service
+  segx train-rank LAUNCH_CONFIG           one data-parallel training process (what
+                                          paddle.distributed.launch starts; docs/train.md)
 
 examples:
   segx -c PP-LiteSeg-T -o Global.mode=check_dataset -o Global.dataset_dir=DATA
@@ -196,7 +199,21 @@ def _subcommand(argv: list[str]) -> int | None:
     if argv[:1] == ["weights"]:
         from segx.weights_cli import main as weights_main
         return weights_main(argv[1:])
+    if argv[:1] == ["train-rank"]:
+        return _train_rank(argv[1:])
     return None
+
+
+def _train_rank(argv: list[str]) -> int:
+    """One data-parallel process under ``paddle.distributed.launch``: train the launch config
+    segx wrote (``distributed_train_logs/<date-time-pid>/launch_config.yaml``)."""
+    if len(argv) != 1 or argv[0].startswith("-"):
+        raise SegxError("train-rank takes one argument, the launch config's path.",
+                        solution="python -m paddle.distributed.launch --nproc_per_node N "
+                                 "segx train-rank launch_config.yaml (docs/train.md).")
+    from segx.training.launch import run_rank
+    run_rank(Path(argv[0]))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

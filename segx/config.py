@@ -364,10 +364,20 @@ def _upgrade_1(data: dict) -> None:
     """1 -> 2: official weights by name, deployment engines."""
     _move(data, "Train.pretrain_weight_path", "Train.pretrained", lambda v: v or "none")
     _move(data, "Meta.pretrained_url", None)
-    engine = data.get("Predict", {}).get("run_mode")
-    _move(data, "Predict.run_mode", "Predict.engine", lambda v: "auto" if v == "auto" else "paddle")
-    if engine in ("paddle", "mkldnn"):  # paddle meant the plain CPU kernels, mkldnn oneDNN
-        data["Predict"]["onednn"] = engine == "mkldnn"
+    upgrade_run_mode(data.get("Predict"))
+
+
+def upgrade_run_mode(section: Any) -> None:
+    """1 -> 2 of a section holding ``run_mode`` (a model's ``Predict``, a pipeline's
+    ``Pipeline``): auto|paddle|mkldnn became ``engine`` (auto, else paddle) + ``onednn`` (paddle
+    meant the plain CPU kernels, mkldnn oneDNN; any other value is left to validation's
+    defaults). One step for both tables, so model and pipeline configs cannot drift apart."""
+    if not isinstance(section, dict) or "run_mode" not in section:
+        return
+    mode = section.pop("run_mode")
+    section["engine"] = "auto" if mode == "auto" else "paddle"
+    if mode in ("paddle", "mkldnn"):
+        section["onednn"] = mode == "mkldnn"
 
 
 def _upgrade_2(data: dict) -> None:

@@ -12,6 +12,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from segx.fileio import save_image
+
 CLASS_NAMES = ["background", "disc", "box"]
 
 
@@ -23,8 +25,8 @@ def _write_dataset(root: Path, samples: Iterable[tuple[Image.Image, Image.Image]
     (root / "annotations").mkdir(exist_ok=True)
     lines = []
     for k, (picture, label) in enumerate(samples):
-        picture.save(root / "images" / f"{k:03d}.jpg", quality=quality)
-        label.save(root / "annotations" / f"{k:03d}.png")
+        save_image(root / "images" / f"{k:03d}.jpg", picture, quality=quality)
+        save_image(root / "annotations" / f"{k:03d}.png", label)
         lines.append(f"images/{k:03d}.jpg annotations/{k:03d}.png")
     cut = int(0.8 * len(lines))
     (root / "train.txt").write_text("\n".join(lines[:cut]) + "\n")

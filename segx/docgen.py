@@ -104,7 +104,7 @@ def config_reference() -> str:
 
 def _trained(info) -> str:
     settings = info.checkpoint_settings
-    return ", ".join(f"{k} ({v.get('miou', '?')}"
+    return ", ".join(f"{k} ({'?' if v.miou is None else v.miou}"
                      + (f"; {', '.join(settings[k])}" if k in settings else "") + ")"
                      for k, v in info.trained_weights.items()) or "-"
 
@@ -146,7 +146,7 @@ def model_table() -> str:
     for name in list_models():
         i = model_info(name)
         p = i.published
-        start = (i.backbone_weights or {}).get("source", "-")
+        start = (i.backbone_weights.source if i.backbone_weights else None) or "-"
         lines.append(f"| {name} | {i.family} | {i.architecture} | {i.backbone} | "
                      f"{i.params_m:.2f} | {p.get('miou', '-')} | {p.get('dataset', '-')} | "
                      f"{p.get('cpu_ms', '-')} | {start} | {_trained(i)} |")

@@ -20,7 +20,7 @@ from PIL import Image
 
 from segx import html_page as H
 from segx.constants import IGNORE_INDEX
-from segx.fileio import replace_dir
+from segx.fileio import replace_dir, save_image
 from segx.images import read_image
 from segx.metrics import image_scores
 from segx.palette import palette, write_id_png
@@ -100,10 +100,10 @@ def write_thumbnails(item: Worst, image: Path, folder: Path, rank: int) -> dict[
     rgb = np.asarray(Image.fromarray(read_image(image)).resize((w, h), Image.BILINEAR))
     paths = {kind: folder / f"{rank:03d}_{kind}.{ext}" for kind, ext in
              (("image", "jpg"), ("label", "png"), ("pred", "png"), ("errors", "png"))}
-    Image.fromarray(rgb).save(paths["image"], format="JPEG", quality=85)
+    save_image(paths["image"], Image.fromarray(rgb), format="JPEG", quality=85)
     write_id_png(paths["label"], item.label)
     write_id_png(paths["pred"], item.pred)
-    Image.fromarray(error_map(rgb, item.pred, item.label)).save(paths["errors"], format="PNG")
+    save_image(paths["errors"], Image.fromarray(error_map(rgb, item.pred, item.label)), "PNG")
     return paths
 
 

@@ -86,5 +86,5 @@ def confusion_png(matrix: np.ndarray, names: list[str], path: Path) -> None:
     ax.set_title("confusion matrix (each row sums to 1)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    from segx.fileio import save_figure
+    save_figure(path, fig)

@@ -2,6 +2,7 @@
 permissions the umask gives any new file (not the 0600 of a private temporary file)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -63,6 +64,39 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write a text file."""
     return atomic_write(path, lambda f: f.write(text))
+
+
+def write_encoded(path: str | Path, encode: Callable[[io.BytesIO], None]) -> Path:
+    """Encode into memory with ``encode(buffer)``, then write the bytes atomically: an encoder
+    that fails (a full disk aside) writes nothing, and an existing file stays as it was. The one
+    way segx writes pictures (:func:`save_image`, :func:`save_figure`)."""
+    buf = io.BytesIO()
+    encode(buf)
+    return atomic_write(path, lambda f: f.write(buf.getbuffer()), mode="wb")
+
+
+def _image_format(path: Path, given: str | None) -> str:
+    """PIL's format name: the one given, else the one the file's suffix names (``.jpg``: JPEG)."""
+    if given:
+        return given
+    from PIL import Image
+    found = Image.registered_extensions().get(path.suffix.lower())
+    if not found:
+        raise ValueError(f"no image format for the file name {path.name}")
+    return found
+
+
+def save_image(path: str | Path, image: Any, format: str | None = None, **options: Any) -> Path:
+    """Save a PIL image atomically (``format``: from the suffix when not given; ``options``:
+    PIL's, e.g. ``quality=90``)."""
+    fmt = _image_format(Path(path), format)
+    return write_encoded(path, lambda buf: image.save(buf, format=fmt, **options))
+
+
+def save_figure(path: str | Path, fig: Any, **options: Any) -> Path:
+    """Save a matplotlib figure atomically, in the format its suffix names (``.png``)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    return write_encoded(path, lambda buf: fig.savefig(buf, format=fmt, **options))
 
 
 def copy_file(src: str | Path, dst: str | Path) -> Path:

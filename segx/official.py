@@ -20,7 +20,8 @@ from segx.config import Config
 from segx.constants import segx_home
 from segx.errors import WeightsError
 from segx.fileio import replace_dir, write_text
-from segx.registry import canonical_name, list_models, load_model_config, with_weights_arch
+from segx.registry import (WeightsEntry, canonical_name, config_weights, list_models,
+                           load_model_config, model_weights, with_weights_arch)
 from segx.weights import fetch
 
 
@@ -29,13 +30,12 @@ def models_dir() -> Path:
     return segx_home() / "models"
 
 
-def trained_entry(cfg: Config, dataset: str | None = None) -> tuple[str, dict]:
+def trained_entry(cfg: Config, dataset: str | None = None) -> tuple[str, WeightsEntry]:
     """(dataset name, entry) of a model's published trained weights; the first by default."""
-    trained = (cfg.get("Meta.weights") or {}).get("trained") or {}
+    trained = config_weights(cfg).trained
     name = cfg.model_name
     if not trained:
-        with_weights = [m for m in list_models()
-                        if (load_model_config(m).get("Meta.weights") or {}).get("trained")]
+        with_weights = [m for m in list_models() if model_weights(m).trained]
         raise WeightsError(f"{name} has no published trained weights, so it cannot predict "
                            "before you train it.",
                            solution="train it on your data (Global.mode=train) and pass the "
@@ -49,14 +49,14 @@ def trained_entry(cfg: Config, dataset: str | None = None) -> tuple[str, dict]:
     return dataset, trained[dataset]
 
 
-def _run_config(cfg: Config, dataset: str, entry: dict) -> str:
+def _run_config(cfg: Config, dataset: str, entry: WeightsEntry) -> str:
     """A run's config.yaml for official weights: the dataset's classes and transforms."""
-    names = CLASS_LISTS[entry["classes"]]
+    names = CLASS_LISTS[entry.classes]
     data = copy.deepcopy(with_weights_arch(cfg, dataset).data)  # the weights' own network
     data["Global"].update({"mode": "predict", "dataset_dir": None})
     data["Train"].update({"num_classes": len(names), "class_names": list(names),
                           "pretrained": dataset, "val_transforms":
-                          entry.get("transforms") or [{"type": "Normalize"}]})
+                          copy.deepcopy(list(entry.transforms)) or [{"type": "Normalize"}]})
     return Config(data, cfg.source).to_yaml()
 
 
@@ -76,7 +76,7 @@ def model_folder(name: str, dataset: str | None = None) -> Path:
                            + did_you_mean(name, list_models(), cutoff=0.5),
                            solution="see `segx models`, or pass an exported folder.")
     cfg = load_model_config(found)
-    default = next(iter((cfg.get("Meta.weights") or {}).get("trained") or {}), None)
+    default = config_weights(cfg).default
     folder = models_dir() / (found if dataset in (None, default) else f"{found}@{dataset}")
     dataset, entry = trained_entry(cfg, dataset)
     if _ready(folder, entry):
@@ -97,9 +97,9 @@ def published_prediction(name: str) -> dict:
     found = canonical_name(name)
     if found is None:
         return {}
-    trained = (load_model_config(found).get("Meta.weights") or {}).get("trained") or {}
-    entry = trained.get(dataset or next(iter(trained), ""), {})
-    window = entry.get("sliding_window") or {}
+    weights = model_weights(found)
+    entry = weights.trained.get(dataset or weights.default or "")
+    window = (entry.sliding_window if entry else None) or {}
     return {k: tuple(window[k]) for k in ("crop_size", "stride") if k in window}
 
 
@@ -108,20 +108,20 @@ def run_weights(folder: Path) -> Path:
     return folder / "run" / "best_model" / "model.pdparams"
 
 
-def _ready(folder: Path, entry: dict) -> bool:
+def _ready(folder: Path, entry: WeightsEntry) -> bool:
     """Prepared, and (weights predicted with a sliding window) exported with class scores; a
     folder an earlier segx exported with argmax is prepared again."""
     info = folder / "inference.yml"
-    if info.is_file() and entry.get("sliding_window"):
+    if info.is_file() and entry.sliding_window:
         from segx.config import parse_yaml
         data = parse_yaml(info.read_text(encoding="utf-8", errors="replace"), str(info))
         return isinstance(data, dict) and (data.get("Deploy") or {}).get("output_op") == "softmax"
     return info.is_file() or run_weights(folder).is_file()
 
 
-def _prepare(cfg: Config, dataset: str, entry: dict, folder: Path) -> None:
+def _prepare(cfg: Config, dataset: str, entry: WeightsEntry, folder: Path) -> None:
     """Fetch the weights, write a run folder beside the export, export; one unit."""
-    weights = fetch(entry["url"], entry.get("sha256"),
+    weights = fetch(entry.url, entry.sha256,
                     hint=f", or pass a local exported model instead of the name {cfg.model_name}")
     tmp = folder.with_name(folder.name + ".prepare")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -135,7 +135,7 @@ def _prepare(cfg: Config, dataset: str, entry: dict, folder: Path) -> None:
             return
         from segx.exporting import ExportOptions, export_run
         # a sliding window combines class scores, so those weights export with softmax
-        options = ExportOptions(output_op="softmax" if entry.get("sliding_window") else "argmax")
+        options = ExportOptions(output_op="softmax" if entry.sliding_window else "argmax")
         export_run(run / "config.yaml", run / "best_model" / "model.pdparams", tmp / "export",
                    options)
         for item in (tmp / "export").iterdir():

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segx.constants import IGNORE_INDEX
-from segx.fileio import atomic_write
+from segx.fileio import save_image
 
 
 MAX_LEGEND = 20  # overlay legend rows: the classes with most pixels, then "+ N more ids"
@@ -56,8 +56,7 @@ def write_id_png(path: str | Path, ids: np.ndarray, compress_level: int = 6,
     (viewable; ``PIL.Image.open`` reads the ids, OpenCV reads the colours); ``plain`` writes a
     single-channel PNG instead (``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` reads the ids)."""
     img = Image.fromarray(np.ascontiguousarray(ids.astype(np.uint8))) if plain else id_image(ids)
-    return atomic_write(path, lambda f: img.save(f, format="PNG", compress_level=compress_level),
-                        mode="wb")
+    return save_image(path, img, "PNG", compress_level=compress_level)
 
 
 def draw_overlay(rgb: Image.Image, ids: np.ndarray, names: list[str]) -> Image.Image:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from segx.constants import IMAGE_SUFFIXES
 from segx.errors import SegxError
-from segx.fileio import atomic_write, write_json
+from segx.fileio import save_image, write_json
 from segx.palette import draw_overlay, id_image, write_id_png
 
 
@@ -166,8 +166,7 @@ class SegResult(Mapping):
         written = [target]
         if self._image is not None:
             over = target.with_name(target.stem + "_overlay.jpg")
-            atomic_write(over, lambda f: self.overlay().save(f, format="JPEG", quality=90),
-                         mode="wb")
+            save_image(over, self.overlay(), "JPEG", quality=90)
             written.append(over)
         return written
 

@@ -10,8 +10,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from segx.errors import WeightsError
+
+if TYPE_CHECKING:
+    from segx.registry import WeightsEntry
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _official(model: str, which: str) -> tuple[str, dict]:
+def _official(model: str, which: str) -> tuple[str, WeightsEntry]:
     from segx.registry import model_info
     info = model_info(model)
     if which.lower() == "imagenet":
@@ -40,12 +44,12 @@ def _official(model: str, which: str) -> tuple[str, dict]:
             raise WeightsError(f"{info.name} has no official ImageNet backbone weights.",
                                solution="train it from scratch (Train.pretrained=none).")
         return info.name, info.backbone_weights
-    trained = {k.lower(): v for k, v in info.trained_weights.items()}
-    if which.lower() not in trained:
+    entry = info.weights.find(which)
+    if entry is None:
         raise WeightsError(f"{info.name} has no trained weights for '{which}'.",
                            solution=f"use imagenet or one of "
                                     f"{', '.join(info.trained_weights) or '(none)'}.")
-    return info.name, trained[which.lower()]
+    return info.name, entry
 
 
 def main(argv: list[str]) -> int:
@@ -60,7 +64,7 @@ def main(argv: list[str]) -> int:
         return 0
     if args.command == "fetch":
         name, entry = _official(args.model, args.which)
-        path = weights.fetch(entry["url"], entry.get("sha256"))
+        path = weights.fetch(entry.url, entry.sha256)
         print(f"{name} {args.which}: {path}")
         if args.export:
             from segx.official import model_folder

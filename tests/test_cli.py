@@ -94,3 +94,14 @@ def test_debug_set_in_yaml_shows_traceback(tmp_path):
     r = run_cli("-c", str(mine), "-o", f"Global.dataset_dir={tmp_path}/none",
                 "-o", f"Global.output={tmp_path}/out")
     assert r.returncode == 2 and "Traceback" in r.stderr and "does not exist" in r.stderr
+
+
+def test_train_rank_is_a_command_of_the_cli(tmp_path, capsys):
+    """The process paddle's launcher starts is `segx train-rank CONFIG` (the library reads no
+    argv): a wrong call is one line with the usage, a missing config one line naming it."""
+    from segx.cli import main
+    assert main(["train-rank"]) == 2
+    assert "train-rank takes one argument" in capsys.readouterr().err
+    assert main(["train-rank", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.yaml" in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -94,3 +94,22 @@ def test_the_old_run_evaluates_exports_and_predicts(old_run, tmp_path):
         preds = [next(m.predict(image)).pred for m in (old, new, dynamic)]
         assert old.class_names == ["background", "disc", "box"]
     assert np.array_equal(preds[0], preds[1]) and np.array_equal(preds[0], preds[2])
+
+
+def test_models_and_pipelines_upgrade_run_mode_with_one_step():
+    """run_mode -> engine + onednn is one function for both tables: a pipeline written before
+    versions (Pipeline.run_mode) maps exactly as a model config's Predict.run_mode does."""
+    from segx.config import UPGRADES as MODEL_UPGRADES
+    from segx.pipelines import UPGRADES as PIPELINE_UPGRADES
+    for old in ("auto", "paddle", "mkldnn", "gpu"):
+        model = {"Predict": {"run_mode": old}}
+        pipeline = {"Pipeline": {"run_mode": old}}
+        MODEL_UPGRADES[1](model)
+        PIPELINE_UPGRADES[1](pipeline)
+        assert "run_mode" not in pipeline["Pipeline"]
+        assert {k: model["Predict"].get(k, "unset") for k in ("engine", "onednn")} == \
+            {k: pipeline["Pipeline"].get(k, "unset") for k in ("engine", "onednn")}, old
+    empty = {"Predict": None}  # an empty section in an old YAML is no crash of the step
+    from segx.config import upgrade_run_mode
+    upgrade_run_mode(empty["Predict"])
+    assert empty == {"Predict": None}

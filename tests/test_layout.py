@@ -87,6 +87,31 @@ def test_an_upward_import_fails_the_check(tmp_path):
         "segx/runs.py:2 (library) imports segx.modules.train (modes)"]
 
 
+def argv_or_exit(root: Path | None = None) -> list[str]:
+    """Modules below the applications that read ``sys.argv`` or end the process with
+    ``sys.exit`` (the library raises SegxError; only the command line exits)."""
+    root = root or PACKAGE
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        if layer_of(module_name(path, root.parent))[1] == "applications":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id == "sys" and node.attr in ("argv", "exit"):
+                bad.append(f"{path.relative_to(root.parent)}:{node.lineno} sys.{node.attr}")
+    return bad
+
+
+def test_the_library_reads_no_argv_and_never_exits(tmp_path):
+    assert argv_or_exit() == []
+    fake = tmp_path / "segx"
+    (fake / "training").mkdir(parents=True)
+    (fake / "cli.py").write_text("import sys\nsys.exit(main(sys.argv))\n")
+    (fake / "training" / "rank.py").write_text("import sys\nsys.exit(run(sys.argv[1]))\n")
+    assert argv_or_exit(fake) == ["segx/training/rank.py:2 sys.exit",
+                                  "segx/training/rank.py:2 sys.argv"]
+
+
 def test_only_the_backend_imports_paddle():
     offenders = []
     for path in PACKAGE.rglob("*.py"):

@@ -175,3 +175,44 @@ def test_a_sliding_window_model_exported_with_argmax_is_prepared_again(tmp_path)
     _, plain = trained_entry(load_config("PP-LiteSeg-T"), "camvid")
     (tmp_path / "inference.yml").write_text("Deploy:\n  output_op: argmax\n")
     assert _ready(tmp_path, plain)
+
+
+def test_official_weights_are_one_typed_entry_per_model():
+    """Meta.weights is parsed once per model into frozen entries that training's start, the
+    official models and `segx weights` all read: the same URL for the same name everywhere."""
+    import dataclasses
+    from segx.official import trained_entry
+    from segx.registry import model_info, model_weights
+    from segx.training.build import pretrained_source
+    from segx.weights_cli import _official
+    weights = model_weights("pp-liteseg-t")
+    assert weights is model_weights("PP-LiteSeg-T")  # cached per model, any case of its name
+    assert weights.default == "cityscapes" and list(weights.trained) == ["cityscapes", "camvid"]
+    camvid = weights.find("CamVid")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        camvid.url = "http://elsewhere"
+    cfg = load_config("PP-LiteSeg-T", ["Train.pretrained=CAMVID"])
+    assert pretrained_source(cfg)[1] == trained_entry(cfg, "camvid")[1].url == camvid.url
+    assert _official("PP-LiteSeg-T", "camvid")[1] == camvid
+    assert _official("PP-LiteSeg-T", "imagenet")[1] == weights.imagenet == \
+        model_info("PP-LiteSeg-T").backbone_weights
+    assert pretrained_source(load_config("PP-LiteSeg-T"))[1] == weights.imagenet.url
+    assert camvid.transforms == () and weights.trained["cityscapes"].transforms[0] == \
+        {"type": "Resize", "target_size": [1024, 512]}
+
+
+@pytest.mark.parametrize("entry,key", [("'oops'", "Meta.weights.trained.mine"),
+                                       ("{classes: camvid}", "Meta.weights.trained.mine.url"),
+                                       ("{url: u, arch: 3}", "Meta.weights.trained.mine.arch"),
+                                       ("{url: u, transforms: [x]}",
+                                        "Meta.weights.trained.mine.transforms")])
+def test_a_malformed_weights_entry_in_a_users_yaml_names_its_key(tmp_path, entry, key):
+    """A YAML of one's own may list its own weights; a wrong shape is one line naming the key
+    (before: a TypeError or KeyError from deep inside training's start)."""
+    from segx.registry import CONFIG_DIR
+    from segx.training.build import pretrained_source
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"_base_: {CONFIG_DIR / 'PP-LiteSeg-T.yaml'}\nMeta:\n  weights:\n"
+                    f"    trained:\n      mine: {entry}\nTrain:\n  pretrained: mine\n")
+    with pytest.raises(ConfigError, match=f"mine.yaml: {key.replace('.', '[.]')} must"):
+        pretrained_source(load_config(path))

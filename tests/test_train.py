@@ -295,7 +295,7 @@ def test_two_cpu_ranks_keep_identical_parameters_and_statistics(data, tmp_path):
     args = base_args(data, out, "-o", "Global.device=cpu", "-o", "Train.nprocs=2",
                      "-o", "Train.epochs_iters=3", "-o", "Train.eval_interval=3")
     cfg = load_config("PP-LiteSeg-T", [a for a in args[2:] if a != "-o"])
-    launch(cfg, 2, entry=ROOT / "tests" / "dp_rank.py")  # segx's ranks, saving final states
+    launch(cfg, 2, entry=[str(ROOT / "tests" / "dp_rank.py")])  # segx's ranks, saving final states
     assert "cpu x2" in (out / "train.log").read_text()
     assert same_params(out / "iter_3" / "model.pdparams", out / "test_rank1_final.pdparams")
     launches = list((out / "distributed_train_logs").iterdir())  # one folder per launch

@@ -27,6 +27,7 @@ from segx.datasets.checks import Encoding
 from segx.datasets.layout import Layout, Problem, Sample
 from segx.datasets.leakage import Leakage
 from segx.datasets.visualize import read_ids
+from segx.fileio import save_image
 from segx.html_page import Raw, esc, img, page, rel, section, table, write_page
 from segx.palette import draw_overlay, palette
 from segx.workers import process_pool
@@ -58,8 +59,7 @@ def _thumb(job: tuple) -> tuple[list[int], str | None]:
         present = [int(i) for i in np.unique(ids) if i != IGNORE_INDEX]
         rgb.thumbnail((side, side))
         small = np.asarray(Image.fromarray(ids).resize(rgb.size, Image.NEAREST))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        draw_overlay(rgb, small, names).save(dst, "JPEG", quality=82)
+        save_image(dst, draw_overlay(rgb, small, names), "JPEG", quality=82)
         return present, None
     except Exception as exc:  # noqa: BLE001 - a pair that cannot be drawn is shown as text
         return [], f"cannot be drawn ({type(exc).__name__}: {exc})"[:300]

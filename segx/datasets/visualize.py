@@ -11,6 +11,7 @@ from segx.datasets.checks import Encoding
 from segx.datasets.layout import Layout, Sample
 from segx.datasets.scan import MAX_ID
 from segx.errors import DatasetError
+from segx.fileio import save_figure, save_image
 from segx.images import MAX_PIXELS, open_header
 from segx.palette import draw_overlay
 from segx.workers import process_pool
@@ -112,16 +113,14 @@ def histogram(stats: dict, names: list[str], path: Path) -> None:
     axes[0].set_title("Class balance by split" + (note or ("" if ids else ": no labelled pixels")),
                       loc="left", fontsize=9 if note else None)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, pil_kwargs={"compress_level": 1})
+    save_figure(path, fig, pil_kwargs={"compress_level": 1})
 
 
 def _overlay_job(job: tuple) -> str | None:
     """One overlay image, drawn in a worker process; None when the pair cannot be drawn."""
     sample, enc, names, path, max_pixels = job
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        overlay(sample, enc, names, max_pixels).save(path, quality=90)
+        save_image(path, overlay(sample, enc, names, max_pixels), quality=90)
     except (OSError, ValueError, SyntaxError, DatasetError):
         return None  # unreadable, oversized or id-less pairs are already reported as problems
     return str(path)

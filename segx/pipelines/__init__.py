@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from segx.config import Config, merge_configs, load_schema, read_config_file, upgrade
+from segx.config import (Config, merge_configs, load_schema, read_config_file, upgrade,
+                         upgrade_run_mode)
 from segx.errors import ConfigError, did_you_mean
 from segx.model import SegModel, create_model
 from segx.result import SegResult
@@ -23,12 +24,7 @@ SCHEMA_PATH = BUILTIN["semantic_segmentation"]
 
 def _upgrade_1(data: dict) -> None:
     """1 -> 2: ``Pipeline.run_mode`` (auto|paddle|mkldnn) became ``engine`` and ``onednn``."""
-    pipeline = data.get("Pipeline") or {}
-    if "run_mode" in pipeline:
-        mode = pipeline.pop("run_mode")
-        pipeline["engine"] = "auto" if mode == "auto" else "paddle"
-        if mode in ("paddle", "mkldnn"):
-            pipeline["onednn"] = mode == "mkldnn"
+    upgrade_run_mode(data.get("Pipeline"))
 
 
 UPGRADES: dict[int, Callable[[dict], None]] = {1: _upgrade_1}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from segx.config import Config
 from segx.errors import ConfigError, DatasetError, WeightsError, did_you_mean
-from segx.registry import with_pretrained_arch
+from segx.registry import config_weights, with_pretrained_arch
 from segx.runs import CHECKPOINT_FILES, list_checkpoints
 from segx.training import hooks as H
 from segx.training.report import TrainReportHook
@@ -99,23 +99,22 @@ def pretrained_source(cfg: Config) -> tuple[str, str | None, str | None]:
     is nothing to load (``none``, or ``imagenet`` for a model without official weights).
     """
     value = str(cfg.get("Train.pretrained") or "none").strip()
-    official = cfg.get("Meta.weights") or {}
-    trained = official.get("trained") or {}
     if value.lower() in NO_PRETRAINED:
         return "none", None, None
+    official = config_weights(cfg)
     if value.lower() == "imagenet":
-        spec = official.get("backbone")
+        spec = official.imagenet
         if not spec:
             return "imagenet (this model has no official ImageNet weights)", None, None
-        return "official ImageNet backbone", spec["url"], spec.get("sha256")
-    if value.lower() in {k.lower(): k for k in trained}:
-        key = {k.lower(): k for k in trained}[value.lower()]
-        return f"official {key} weights", trained[key]["url"], trained[key].get("sha256")
+        return "official ImageNet backbone", spec.url, spec.sha256
+    entry = official.find(value)
+    if entry:
+        return f"official {entry.dataset} weights", entry.url, entry.sha256
     if value.startswith(("http://", "https://")):
         return "weights", value, None
     path = Path(value).expanduser()
     if not path.is_file():
-        choices = ["imagenet", "none", *trained]
+        choices = ["imagenet", "none", *official.trained]
         raise WeightsError(f"Train.pretrained='{value}' is neither a file nor one of "
                            f"{', '.join(choices)}.{did_you_mean(value, choices)}",
                            solution="give an existing .pdparams path, a URL, or one of those "

@@ -495,4 +495,5 @@ def curves_png(curves: dict, path: Path) -> None:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    from segx.fileio import save_figure
+    save_figure(path, fig)  # a killed run leaves the previous picture, never half of one

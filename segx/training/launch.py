@@ -18,7 +18,9 @@ from segx.fileio import write_text
 from segx.training.build import build_trainer, pretrained_file, resume_folder
 from segx.training.trainer import HookBase, Interrupted
 
-RANK_ENTRY = Path(__file__).with_name("rank.py")
+RANK_COMMAND = ("-m", "segx", "train-rank")
+"""What each data-parallel process runs (after ``python -u``, before the launch config's path):
+segx's own command line, ``segx train-rank CONFIG``; the library neither reads argv nor exits."""
 
 
 def devices(cfg: Config) -> tuple[str, int, str]:
@@ -61,9 +63,23 @@ def run_rank(config_path: Path, extra_hooks: Sequence[HookBase] = ()) -> dict:
     return trainer.train()
 
 
-def launch(cfg: Config, nprocs: int, gpu_ids: str = "", entry: Path = RANK_ENTRY) -> dict:
-    """Start ``nprocs`` ranks of ``entry`` (a script taking the launch config's path) and wait;
-    rank 0 writes the outputs. Pretrained weights are fetched here, never inside the ranks, and
+def _rank_env() -> dict[str, str]:
+    """The launcher's environment, with this segx importable by ``python -m segx`` in every rank
+    (a checkout that is not installed; an installed segx is found as it is)."""
+    import site
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    installed = {str(Path(p).resolve()) for p in (*site.getsitepackages(),
+                                                   site.getusersitepackages())}
+    if root not in installed:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def launch(cfg: Config, nprocs: int, gpu_ids: str = "",
+           entry: Sequence[str] = RANK_COMMAND) -> dict:
+    """Start ``nprocs`` ranks of ``python -u *entry CONFIG`` (``CONFIG``: the launch config's
+    path) and wait; rank 0 writes the outputs. Pretrained weights are fetched here, never inside the ranks, and
     not at all when resuming (the checkpoint holds the weights)."""
     out = Path(cfg.get("Global.output"))
     out.mkdir(parents=True, exist_ok=True)
@@ -76,11 +92,11 @@ def launch(cfg: Config, nprocs: int, gpu_ids: str = "", entry: Path = RANK_ENTRY
     write_text(launch_cfg, Config(data, cfg.source).to_yaml())
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(logs)]
     cmd += ["--gpus", gpu_ids] if gpu_ids else ["--nproc_per_node", str(nprocs)]
-    cmd += [str(entry), str(launch_cfg)]
+    cmd += [sys.executable, "-u", *entry, str(launch_cfg)]  # not .py: the launcher runs it as is
     print(f"starting {nprocs} training processes (logs: {logs})", flush=True)
     result_path = out / "train_result.json"
     started = time.time()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, env=_rank_env())
     # Ctrl-C reaches the ranks directly (same process group) and they checkpoint; this process
     # waits for them instead of dying first.
     main_thread = threading.current_thread() is threading.main_thread()
