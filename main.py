@@ -2,7 +2,7 @@
 import zlib  # noqa: F401  (before paddle; see segx/backend/__init__.py)
 import sys
 
-from segx.cli import main
+from segx.apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

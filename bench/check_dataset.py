@@ -76,8 +76,8 @@ def main() -> None:
 def _time_all(root: Path, out: Path, pairs: list) -> dict[str, list[float]]:
     """Alternate the three runs twice (to share any machine noise)."""
     from segx import load_config
-    from segx.datasets import scan
-    from segx.engine import run
+    from segx.data import scan
+    from segx.modules.table import run
     cfg = load_config("PP-LiteSeg-T", [f"Global.dataset_dir={root}", f"Global.output={out}"])
     off = load_config("PP-LiteSeg-T", [f"Global.dataset_dir={root}", f"Global.output={out}",
                                        "CheckDataset.leakage=False"])

@@ -32,7 +32,7 @@ def main() -> None:
 
     from segx import backend
     from segx.backend import optim as O
-    from segx.registry import load_model_config
+    from segx.zoo.registry import load_model_config
     cfg = load_model_config(args.model)
     arch = dict(cfg["Arch"], backbone={**cfg["Arch"]["backbone"], "pretrained": None}) \
         if isinstance(cfg["Arch"].get("backbone"), dict) else cfg["Arch"]

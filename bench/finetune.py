@@ -69,9 +69,9 @@ def cells(root: Path, n: int, size: int, seed: int = 0) -> Path:
 
 def membrane(root: Path) -> Path:
     """The membrane data in the reference layout, its 0/255 masks fixed by segx."""
-    from segx.datasets.analyse import analyse
-    from segx.datasets.fix import write_fixed
-    from segx.datasets.layout import read_layout
+    from segx.data.analyse import analyse
+    from segx.data.fix import write_fixed
+    from segx.data.layout import read_layout
     src = root / "membrane_src"
     src.mkdir()
     stems = sorted((p.stem for p in (MEMBRANE / "images").glob("*.png")), key=int)
@@ -86,8 +86,8 @@ def membrane(root: Path) -> Path:
 
 def train(data: Path, out: Path, iters: int, size: int, pretrained: str) -> tuple[float, float]:
     """(best validation mIoU, seconds) of one run."""
-    from segx.engine import run
-    from segx.registry import load_model_config
+    from segx.modules.table import run
+    from segx.zoo.registry import load_model_config
     t0 = time.perf_counter()
     cfg = load_model_config("PP-LiteSeg-T", [
         "Global.mode=train", f"Global.dataset_dir={data}", f"Global.output={out}",
@@ -107,7 +107,7 @@ def main() -> None:
         sys.exit(f"needs {MEMBRANE}")
     from weights_server import WeightsServer
 
-    from segx.registry import load_model_config
+    from segx.zoo.registry import load_model_config
     official = load_model_config("PP-LiteSeg-T").get("Meta.weights")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -51,9 +51,9 @@ def rates(fns: dict, counts: dict, repeats: int = 5) -> dict:
 
 def train_model(root: Path, iters: int) -> tuple[Path, Path]:
     """(run folder, dataset) of a PP-LiteSeg-T the bench trains."""
-    from segx.demo import make_demo_dataset
-    from segx.engine import run
-    from segx.registry import load_model_config
+    from segx.apps.demo import make_demo_dataset
+    from segx.modules.table import run
+    from segx.zoo.registry import load_model_config
     if (ROOT.parent / "shared" / "data" / "membrane").is_dir():
         from finetune import RECIPE, membrane
         data, extra = membrane(root), [o.replace("SIZE", "256") for o in RECIPE]
@@ -68,8 +68,8 @@ def train_model(root: Path, iters: int) -> tuple[Path, Path]:
 
 
 def export(run: Path, data: Path, target: Path, *overrides: str) -> dict:
-    from segx.engine import run as run_mode
-    from segx.registry import load_model_config
+    from segx.modules.table import run as run_mode
+    from segx.zoo.registry import load_model_config
     return run_mode(load_model_config(str(run / "config.yaml"), [
         "Global.mode=export", f"Global.output={target}", f"Global.dataset_dir={data}",
         f"Export.weight_path={run / 'best_model' / 'model.pdparams'}", *overrides]))
@@ -78,7 +78,7 @@ def export(run: Path, data: Path, target: Path, *overrides: str) -> dict:
 def engines(folder: Path, onnx: Path, threads: int | None) -> dict:
     """Every engine and precision that can run here, as create_model objects."""
     from segx import create_model
-    from segx.engines import native_bf16
+    from segx.inference.engines import native_bf16
     kinds = {"paddle": dict(engine="paddle"), "plain": dict(engine="paddle", onednn=False),
              "openvino": dict(engine="openvino"), "int8": dict(engine="openvino",
                                                                precision="int8"),
@@ -90,7 +90,7 @@ def engines(folder: Path, onnx: Path, threads: int | None) -> dict:
 
 
 def measure(models: dict, net, files: list, tensors: np.ndarray, bs: int) -> dict:
-    from segx.backend.engine import predict_labels
+    from segx.backend.predictor import predict_labels
     n_dyn = min(bs * 2, len(files))
 
     def raw(m):
@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--train-iters", type=int, default=300)
     args = ap.parse_args()
-    from segx.runs import build_network, run_config
+    from segx.runs.folder import build_network, run_config
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run, data = train_model(root, args.train_iters)
@@ -141,7 +141,7 @@ def main() -> None:
 def images(folder: Path, w: int, h: int, n: int) -> list[str]:
     """``n`` JPEG photos of generated street scenes at w x h (random noise would make JPEG
     decoding, part of end to end, several times slower than photos decode)."""
-    from segx.demo import make_street_dataset
+    from segx.apps.demo import make_street_dataset
     scenes = make_street_dataset(folder / "scenes", n=n, size=(h, w), seed=1)
     return sorted(str(p) for p in (scenes / "images").glob("*.jpg"))
 

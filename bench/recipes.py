@@ -49,7 +49,7 @@ RECIPES = {
 
 def binary_dataset(root: Path) -> Path:
     """The demo's shapes as one foreground class, saved 0/255 as many tools export masks."""
-    from segx.demo import make_demo_dataset
+    from segx.apps.demo import make_demo_dataset
     data = make_demo_dataset(root, n=80, size=(96, 128))
     for path in (data / "annotations").glob("*.png"):
         Image.fromarray(np.where(np.asarray(Image.open(path)) > 0, 255, 0).astype(np.uint8)).save(
@@ -60,9 +60,9 @@ def binary_dataset(root: Path) -> Path:
 
 def fixed(data: Path, out: Path) -> Path:
     """check_dataset with fix_labels: the 0/255 masks become 0/1 in a new folder."""
-    from segx.engine import run
-    from segx.errors import SegxError
-    from segx.registry import load_model_config
+    from segx.modules.table import run
+    from segx.utils.errors import SegxError
+    from segx.zoo.registry import load_model_config
     try:
         run(load_model_config("PP-LiteSeg-T", [f"Global.dataset_dir={data}",
                                                f"Global.output={out}",
@@ -73,8 +73,8 @@ def fixed(data: Path, out: Path) -> Path:
 
 
 def train(data: Path, out: Path, iters: int, overrides: list[str]) -> tuple[float, float]:
-    from segx.engine import run
-    from segx.registry import load_model_config
+    from segx.modules.table import run
+    from segx.zoo.registry import load_model_config
     t0 = time.perf_counter()
     result = run(load_model_config("PP-LiteSeg-T", [
         "Global.mode=train", f"Global.dataset_dir={data}", f"Global.output={out}",
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--only", choices=("street", "binary", "membrane"))
     ap.add_argument("--iters", type=int, default=1000)
     args = ap.parse_args()
-    from segx.demo import make_street_dataset
+    from segx.apps.demo import make_street_dataset
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -43,9 +43,9 @@ def make_run(root: Path) -> Path:
     root/run/inference."""
     from segx import backend
     from segx.backend.optim import seed_everything
-    from segx.exporting import export_run
-    from segx.fileio import write_text
-    from segx.registry import load_model_config
+    from segx.export.exporter import export_run
+    from segx.utils.fileio import write_text
+    from segx.zoo.registry import load_model_config
     cfg = load_model_config("PP-LiteSeg-T", ["Train.num_classes=19",
                                              f"Global.output={root / 'run'}"])
     run = root / "run"
@@ -60,8 +60,8 @@ def make_run(root: Path) -> Path:
 LAUNCH = """
 import sys, uvicorn
 from segx.pipelines import load_pipeline_config
-from segx.serving import create_app
-from segx.serving_io import UrlFetcher, blocked_address
+from segx.apps.serving.app import create_app
+from segx.apps.serving.untrusted import UrlFetcher, blocked_address
 config = load_pipeline_config("semantic_segmentation", model=sys.argv[1], device="cpu",
                               engine=sys.argv[4])
 config["Serving"].update({"memory_budget_mb": float(sys.argv[3]), "max_pixels": 10**8})
@@ -176,7 +176,7 @@ def main() -> None:
     import uvicorn
     from segx import create_model
     from segx.pipelines import load_pipeline_config
-    from segx.serving import create_app
+    from segx.apps.serving.app import create_app
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run = make_run(root)

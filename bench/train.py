@@ -83,9 +83,9 @@ class Stopwatch:
 
 
 def evaluate(model, val, num):
-    from segx.backend.engine import predict_logits
-    from segx.evaluation import evaluate_samples
-    from segx.preprocess import preprocessor
+    from segx.backend.predictor import predict_logits
+    from segx.inference.evaluation import evaluate_samples
+    from segx.inference.preprocess import preprocessor
     return evaluate_samples(lambda b: predict_logits(model, b), val,
                             preprocessor([{"type": "Normalize"}]), num).metrics()["mIoU"]
 
@@ -95,9 +95,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args()
-    from segx.demo import make_demo_dataset
-    from segx.registry import load_model_config
-    from segx.runs import build_network, run_config
+    from segx.apps.demo import make_demo_dataset
+    from segx.zoo.registry import load_model_config
+    from segx.runs.folder import build_network, run_config
     from segx.training import build_trainer
     from segx.training.build import check_data
     from segx.training.hooks import EvalHook

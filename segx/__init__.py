@@ -19,14 +19,14 @@ from typing import Any
 __version__ = "0.2.0"
 
 _API = {
-    "create_model": "segx.model", "SegModel": "segx.model",
-    "SegResult": "segx.result", "decode_pred": "segx.result",
+    "create_model": "segx.api.model", "SegModel": "segx.api.model",
+    "SegResult": "segx.inference.result", "decode_pred": "segx.inference.result",
     "create_pipeline": "segx.pipelines",
-    "list_models": "segx.registry", "model_info": "segx.registry",
-    "load_config": "segx.registry:load_model_config", "Config": "segx.config",
-    "run_mode": "segx.engine", "MODES": "segx.engine",
-    "SegxError": "segx.errors", "ConfigError": "segx.errors", "DatasetError": "segx.errors",
-    "WeightsError": "segx.errors",
+    "list_models": "segx.zoo.registry", "model_info": "segx.zoo.registry",
+    "load_config": "segx.zoo.registry:load_model_config", "Config": "segx.config",
+    "run_mode": "segx.modules.table", "MODES": "segx.modules.table",
+    "SegxError": "segx.utils.errors", "ConfigError": "segx.utils.errors",
+    "DatasetError": "segx.utils.errors", "WeightsError": "segx.utils.errors",
 }
 __all__ = ["Config", "ConfigError", "DatasetError", "MODES", "SegModel", "SegResult",
            "SegxError", "WeightsError", "__version__", "create_model", "create_pipeline",

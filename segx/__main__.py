@@ -2,6 +2,6 @@
 import zlib  # noqa: F401  (before paddle)
 import sys
 
-from segx.cli import main
+from segx.apps.cli import main
 
 sys.exit(main())

@@ -41,7 +41,7 @@ def make_data(root: Path) -> Path:
     batches)."""
     from PIL import Image
 
-    from segx.demo import make_demo_dataset
+    from segx.apps.demo import make_demo_dataset
     root = make_demo_dataset(root, n=12, size=(64, 64))
     for stem, size in (("010", (96, 64)), ("011", (64, 128))):
         for sub, ext, mode in (("images", "jpg", Image.BILINEAR),

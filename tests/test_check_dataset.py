@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from helpers import SHARED, run_cli
-from segx.registry import load_model_config as load_config
-from segx.engine import run
-from segx.errors import DatasetError
+from segx.zoo.registry import load_model_config as load_config
+from segx.modules.table import run
+from segx.utils.errors import DatasetError
 
 
 def make_dataset(root: Path, n_train=4, n_val=2, hw=(24, 32), ids=(0, 1, 2), label_mode="L",

@@ -14,7 +14,7 @@ from PIL import Image
 
 from browser import render
 from conftest import run_cli
-from segx.html_page import esc
+from segx.utils.html_page import esc
 from test_leakage import NAMES, make_leaky_dataset
 
 TAG = NAMES[1]  # a class called <script>alert(1)</script>

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from helpers import ROOT, run_cli
-from segx.registry import list_models
+from segx.zoo.registry import list_models
 
 
 def test_typo_key_exits_2_with_suggestion():
@@ -78,7 +78,9 @@ def test_failure_writes_reference_result_json(tmp_path):
 
 
 def test_internal_error_exits_1(monkeypatch, capsys):
-    from segx import cli, engine
+    from segx.apps import cli
+
+    from segx.modules import table as engine
 
     def boom(cfg):
         raise RuntimeError("bug")
@@ -99,7 +101,7 @@ def test_debug_set_in_yaml_shows_traceback(tmp_path):
 def test_train_rank_is_a_command_of_the_cli(tmp_path, capsys):
     """The process paddle's launcher starts is `segx train-rank CONFIG` (the library reads no
     argv): a wrong call is one line with the usage, a missing config one line naming it."""
-    from segx.cli import main
+    from segx.apps.cli import main
     assert main(["train-rank"]) == 2
     assert "train-rank takes one argument" in capsys.readouterr().err
     assert main(["train-rank", str(tmp_path / "missing.yaml")]) == 2

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import ROOT, run_cli
 from segx.config import load_config, model_schema, upgrade
-from segx.errors import ConfigError
+from segx.utils.errors import ConfigError
 
 FIXTURE = ROOT / "tests" / "fixtures" / "run_v1"
 KEYS = ROOT / "tests" / "fixtures" / "schema_keys.txt"
@@ -22,7 +22,7 @@ KEYS = ROOT / "tests" / "fixtures" / "schema_keys.txt"
 @pytest.fixture(scope="module")
 def old_run(tmp_path_factory) -> tuple[Path, Path]:
     """The landed-format run folder, next to the demo dataset it was trained on."""
-    from segx.demo import make_demo_dataset
+    from segx.apps.demo import make_demo_dataset
     work = tmp_path_factory.mktemp("compat")
     data = make_demo_dataset(work / "data", n=12, size=(64, 64))
     run = work / "run"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from segx.config import parse_yaml, schema
-from segx.registry import CONFIG_DIR
-from segx.registry import load_model_config as load_config
-from segx.errors import ConfigError
+from segx.zoo.registry import CONFIG_DIR
+from segx.zoo.registry import load_model_config as load_config
+from segx.utils.errors import ConfigError
 
 
 # (override, dotted key, expected value): every pitfall of the reference's `-o` parser
@@ -145,6 +145,6 @@ def test_printed_config_loads_back(tmp_path):
 
 
 def test_generated_docs_are_current():
-    from segx.docgen import DOCS, GENERATED
+    from segx.apps.docgen import DOCS, GENERATED
     for name, make in GENERATED.items():
-        assert (DOCS / name).read_text() == make(), f"run `python -m segx.docgen` ({name})"
+        assert (DOCS / name).read_text() == make(), f"run `python -m segx.apps.docgen` ({name})"

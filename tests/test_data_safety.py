@@ -81,7 +81,7 @@ def _mask_b64() -> str:
 
 def test_the_rasteriser_matches_labelme_for_every_shape_type():
     utils = pytest.importorskip("labelme.utils")  # the oracle; segx itself needs no labelme
-    from segx.datasets.rasterise import shapes_to_ids
+    from segx.data.rasterise import shapes_to_ids
     shapes = [dict(s) for s in SHAPES]
     shapes[7]["mask"] = _mask_b64()
     ids = {"_background_": 0, "cat": 1, "dog": 2, "sun": 3, "road": 4, "dot": 5}
@@ -97,7 +97,7 @@ def test_the_rasteriser_matches_labelme_for_every_shape_type():
 def test_a_killed_image_copy_leaves_no_partial_file(tmp_path, monkeypatch):
     import shutil
 
-    from segx import fileio
+    from segx.utils import fileio
     calls = []
 
     def broken(src, dst, length=0):
@@ -148,7 +148,7 @@ def test_fix_labels_never_rewrites_source_labels(tmp_path):
 
 # ----------------------------------------------------------------------------- re-split
 def _split_state(root: Path) -> dict[str, list[str]]:
-    from segx.datasets.layout import read_layout
+    from segx.data.layout import read_layout
     layout = read_layout(root)  # finishes or undoes a killed re-split first
     return {sp: sorted(str(s.image) for s in v) for sp, v in layout.samples.items()}
 
@@ -157,7 +157,7 @@ def _split_state(root: Path) -> dict[str, list[str]]:
 def test_a_resplit_killed_at_any_instant_leaves_one_whole_split(tmp_path):
     root = make_dataset(tmp_path / "d", n_train=150, n_val=50)
     everything = sorted(x for v in _split_state(root).values() for x in v)
-    code = ("import sys; from pathlib import Path; from segx.datasets.split import "
+    code = ("import sys; from pathlib import Path; from segx.data.split import "
             "split_dataset\nfor seed in range(1000): split_dataset(Path(sys.argv[1]), 70, 30, 0, "
             "seed)")
     rng = np.random.default_rng(0)
@@ -204,8 +204,8 @@ def test_names_that_cannot_be_listed_are_refused_by_name(tmp_path):
     for name in ("ok", "two  spaces", "tab\there"):
         Image.new("RGB", (8, 8)).save(root / "images" / f"{name}.png")
         Image.new("L", (8, 8)).save(root / "annotations" / f"{name}.png")
-    from segx.datasets.split import split_dataset
-    from segx.errors import DatasetError
+    from segx.data.split import split_dataset
+    from segx.utils.errors import DatasetError
     with pytest.raises(DatasetError, match="two  spaces") as info:
         split_dataset(root, 50, 50, 0, 0)
     assert "tab\\there" in str(info.value)
@@ -239,7 +239,7 @@ def test_check_dataset_workers_exit_with_a_killed_parent(tmp_path):
 
 
 def test_written_files_follow_the_umask(tmp_path):
-    from segx.fileio import write_text
+    from segx.utils.fileio import write_text
     old = os.umask(0o022)
     try:
         path = write_text(tmp_path / "inference.yml", "x: 1\n")

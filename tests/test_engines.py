@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, run_cli
-from segx.engines import Plan, installed, plan
-from segx.errors import ConfigError
-from segx.registry import list_models, load_model_config, model_info
+from segx.inference.engines import Plan, installed, plan
+from segx.utils.errors import ConfigError
+from segx.zoo.registry import list_models, load_model_config, model_info
 
 ALL = {"paddle", "openvino", "onnxruntime"}
 RECORDS = {"engines": {"paddle": {"exact": True, "ms": 80.0},
@@ -65,7 +65,7 @@ def test_impossible_choices_say_why(engine, precision, device, deploy, available
 
 def test_the_gpu_engine_takes_tensorrt(monkeypatch):
     """No GPU is lent here: check what segx asks of Paddle Inference on one."""
-    from segx.backend import engine as E
+    from segx.backend import predictor as E
     calls = []
 
     class FakeConfig:
@@ -88,7 +88,7 @@ def test_the_gpu_engine_takes_tensorrt(monkeypatch):
 
     monkeypatch.setattr(E.paddle.inference, "Config", FakeConfig)
     monkeypatch.setattr(E.paddle.inference, "create_predictor", lambda c: FakePredictor())
-    E.Engine(Path("m.pdmodel"), Path("m.pdiparams"), "gpu:1", tensorrt=True)
+    E.PaddleInference(Path("m.pdmodel"), Path("m.pdiparams"), "gpu:1", tensorrt=True)
     assert "enable_use_gpu" in calls and "enable_tensorrt_engine" in calls
     assert "set_trt_dynamic_shape_info" in calls and "enable_mkldnn" not in calls
 
@@ -117,10 +117,10 @@ OPENVINO_CANNOT_READ = {"DecoupledSegNet-R50", "SFNet-R18"}
 @pytest.mark.parametrize("name", _families())
 def test_openvino_agrees_with_paddle_on_every_exportable_family(name, tmp_path):
     from segx import backend
-    from segx.backend.engine import Engine, export_static
+    from segx.backend.predictor import PaddleInference, export_static
     from segx.backend.optim import seed_everything
-    from segx.engines import OpenVINOEngine
-    from segx.exporting import engine_records
+    from segx.inference.engines import OpenVINOEngine
+    from segx.export.exporter import engine_records
     seed_everything(0)
     net = backend.build_model(load_model_config(name)["Arch"], 3)
     net.eval()
@@ -131,7 +131,7 @@ def test_openvino_agrees_with_paddle_on_every_exportable_family(name, tmp_path):
         assert record["exact"] is False and "Fail to convert" in record["error"]
         return
     assert record["exact"], record
-    ref = Engine(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")(x)
+    ref = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")(x)
     out = OpenVINOEngine(tmp_path / "inference.pdmodel", "fp32", None)(x)
     assert out.shape == ref.shape
     assert np.abs(out - ref).max() <= 1e-2 * (np.abs(ref).max() or 1.0), name
@@ -225,7 +225,7 @@ def test_predict_and_serve_without_paddle(exported, data):
         import httpx, uvicorn
         from segx import create_model
         from segx.pipelines import load_pipeline_config
-        from segx.serving import create_app
+        from segx.apps.serving.app import create_app
         with create_model({str(exported)!r}) as m:
             res = next(m.predict({str(data / 'images' / '000.jpg')!r}))
             print("engine", m.engine, res.pred.shape)

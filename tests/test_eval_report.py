@@ -173,8 +173,8 @@ def test_exported_model_page_names_engine_and_precision(run_dir, data, tmp_path)
 def test_worst_images_keeps_only_the_n_lowest_as_thumbnails():
     """Fed 50 images, the heap holds the 3 lowest per-image mIoU (ties: the earlier image),
     with their maps shrunk into 320 x 320."""
-    from segx.eval_report import WorstImages
-    from segx.metrics import Confusion
+    from segx.inference.eval_report import WorstImages
+    from segx.imaging.metrics import Confusion
     rng = np.random.default_rng(0)
     worst, scores = WorstImages(3), {}
     for k in range(50):
@@ -190,7 +190,7 @@ def test_worst_images_keeps_only_the_n_lowest_as_thumbnails():
 
 
 def test_heat_map_names_both_axes_and_stays_small():
-    from segx.eval_report import heat_map
+    from segx.inference.eval_report import heat_map
     names = [f"class{k}" for k in range(19)]
     m = np.diag(np.arange(1, 20)) + 1
     text = heat_map(m, names)

@@ -77,7 +77,7 @@ def test_the_eta_counts_the_evaluations_still_to_come():
 
 
 def test_the_palette_separates_neighbouring_classes():
-    from segx.palette import palette
+    from segx.imaging.palette import palette
     table = palette().astype(float)
     assert table[0].mean() > 80  # class 0 is not black: a background is not "unlabelled"
     dist = lambda a, b: float(np.sqrt(((table[a] - table[b]) ** 2).sum()))  # noqa: E731
@@ -99,7 +99,7 @@ def test_saved_ids_are_exact_and_plain_ids_read_with_opencv(run_dir, data, tmp_p
 
 
 def test_model_names_are_case_insensitive_everywhere():
-    from segx.registry import load_model_config, model_info
+    from segx.zoo.registry import load_model_config, model_info
     assert load_model_config("pp-liteseg-t").model_name == "PP-LiteSeg-T"
     assert model_info("SEGFORMER-b0").name == "SegFormer-B0"
     r = run_cli("-c", "pp-liteseg-T", "--print-config")

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from segx.config import load_config, parse_yaml, read_yaml
-from segx.errors import ConfigError
+from segx.utils.errors import ConfigError
 
 from conftest import ROOT, run_cli
 

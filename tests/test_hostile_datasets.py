@@ -58,7 +58,7 @@ def _plant(root: Path, commit: str, staged: dict[str, str] | None = None) -> Pat
 def _read_refusing(root: Path, capsys) -> None:
     """Reading the lists reports the journal (a warning naming it, with the fix) and leaves
     it where it is."""
-    from segx.datasets.layout import read_layout
+    from segx.data.layout import read_layout
     layout = read_layout(root)
     found = [p for p in layout.problems if p.code == "foreign_journal"]
     assert len(found) == 1 and found[0].severity == "warning", layout.problems
@@ -69,7 +69,7 @@ def _read_refusing(root: Path, capsys) -> None:
 
 # ------------------------------------------------------------------- journals segx did not write
 def _sign_foreign(text: str) -> str:
-    from segx.datasets.journal import sign
+    from segx.data.journal import sign
     return sign(text, key=b"not this user's key".ljust(32, b"!"))
 
 
@@ -117,7 +117,7 @@ def test_a_journal_that_is_a_link_is_not_followed(tmp_path, victims, capsys):
 def test_even_a_journal_signed_with_this_users_key_names_only_list_files(
         line, tmp_path, victims, capsys):
     """The name rule holds on its own (a bug elsewhere cannot turn the key into a weapon)."""
-    from segx.datasets.journal import sign
+    from segx.data.journal import sign
     root = make_dataset(tmp_path / "d")
     (root / "link").symlink_to(victims)
     body = "segx-split-journal 1\n" + line.format(sha=_sha("evil\n")) + "\n"
@@ -130,7 +130,7 @@ def test_even_a_journal_signed_with_this_users_key_names_only_list_files(
 
 
 def test_a_signed_journal_with_swapped_lists_is_refused(tmp_path, capsys):
-    from segx.datasets.journal import sign
+    from segx.data.journal import sign
     root = make_dataset(tmp_path / "d")
     _plant(root, sign(f"segx-split-journal 1\nput train.txt {_sha('the staged list')}\n"),
            {"train.txt": "a different list"})
@@ -141,7 +141,7 @@ def test_a_signed_journal_with_swapped_lists_is_refused(tmp_path, capsys):
 
 def test_list_links_in_the_dataset_are_replaced_not_followed(tmp_path, victims):
     """A genuine re-split over list files that are links replaces the links themselves."""
-    from segx.datasets.split import split_dataset
+    from segx.data.split import split_dataset
     root = make_dataset(tmp_path / "d")
     rows = (root / "train.txt").read_text().splitlines()
     for split, part in (("train", rows[:2]), ("val", rows[2:3]), ("test", rows[3:])):
@@ -183,8 +183,8 @@ def _lists(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("moved", [0, 1, 2, 3])
 def test_a_genuine_resplit_killed_after_its_commit_is_finished(moved, tmp_path, home):
     """Killed after COMMIT with ``moved`` of its steps done: the next reader finishes it."""
-    from segx.datasets.journal import stage
-    from segx.datasets.layout import read_layout
+    from segx.data.journal import stage
+    from segx.data.layout import read_layout
     root = make_dataset(tmp_path / "d")
     (root / "test.txt").write_text((root / "val.txt").read_text())
     rows = (root / "train.txt").read_text().splitlines()
@@ -204,8 +204,8 @@ def test_a_genuine_resplit_killed_after_its_commit_is_finished(moved, tmp_path, 
 
 
 def test_a_genuine_resplit_killed_before_its_commit_is_discarded(tmp_path):
-    from segx.datasets.journal import stage
-    from segx.datasets.layout import read_layout
+    from segx.data.journal import stage
+    from segx.data.layout import read_layout
     root = make_dataset(tmp_path / "d")
     old = _lists(root)
     stage(root, {"train": ["x y"], "val": ["y z"]}, drop=[])
@@ -349,7 +349,7 @@ def _convert_in_a_child(ds: Path, out: Path) -> tuple[str, int]:
     import sys
     from helpers import ROOT
     code = ("import resource, sys\nfrom pathlib import Path\n"
-            "from segx.datasets.labelme import convert\n"
+            "from segx.data.labelme import convert\n"
             "try:\n    convert(Path(sys.argv[1]), Path(sys.argv[2]), 0)\n    print('converted')\n"
             "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
@@ -414,8 +414,8 @@ def test_malformed_fields_and_too_many_classes_are_one_line_errors(tmp_path):
 
 
 def test_a_key_others_can_read_is_not_used(tmp_path, home, capsys):
-    from segx.datasets.journal import stage
-    from segx.errors import DatasetError
+    from segx.data.journal import stage
+    from segx.utils.errors import DatasetError
     root = make_dataset(tmp_path / "d")
     stage(root, {"train": ["x y"], "val": ["y z"]}, drop=[])  # committed, not yet applied
     before = _tree(root)

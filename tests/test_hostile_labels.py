@@ -208,8 +208,8 @@ def test_images_without_lists_report_missing_list(tmp_path):
 def test_readers_refuse_header_bombs(tmp_path):
     """Training's and evaluation's readers refuse a header that declares more than Pillow's
     limit before decoding, as a one-line DatasetError naming the file."""
-    from segx.errors import DatasetError
-    from segx.images import read_image, read_label
+    from segx.utils.errors import DatasetError
+    from segx.imaging.images import read_image, read_label
     path = tmp_path / "bomb.png"
     _png_header_only(path, 60000, 60000)  # 3.6 G pixels
     for read in (read_image, read_label):

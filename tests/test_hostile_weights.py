@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, run_cli
-from segx import safe_pickle
-from segx.errors import WeightsError
+from segx.utils import safe_pickle
+from segx.utils.errors import WeightsError
 from weights_server import WeightsServer
 
 CHILD_LIMIT = 3 << 30  # address space of a child; the promise is < 1 GB of RSS
@@ -217,7 +217,7 @@ def sparse_tar(name: str, real_size: int) -> bytes:
 
 def entry_files(url: str) -> list[str]:
     """What the cache entry of ``url`` holds besides its lock file."""
-    from segx.weights import entry_dir
+    from segx.zoo.weights import entry_dir
     folder = entry_dir(url)
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
                   if p.name != ".lock" and not p.is_dir()) if folder.is_dir() else []
@@ -246,7 +246,7 @@ def test_hostile_archives_are_refused_on_import(home, tmp_path, case):
 
 
 def test_the_archive_limits_are_settings(home, tmp_path, monkeypatch):
-    from segx.weights import import_file
+    from segx.zoo.weights import import_file
     archive = write(tmp_path, "ok.tar.gz", tar_bytes({"model.pdparams": bytes(20 << 20)}))
     with pytest.raises(WeightsError, match="SEGX_WEIGHTS_MAX_RATIO"):
         import_file(archive, ARCHIVE_URL)
@@ -259,7 +259,7 @@ def test_the_archive_limits_are_settings(home, tmp_path, monkeypatch):
 
 
 def test_a_changed_extracted_file_is_extracted_again(home, tmp_path, monkeypatch):
-    from segx.weights import entry_dir, fetch
+    from segx.zoo.weights import entry_dir, fetch
     url = "https://example.invalid/paddleseg/dygraph/checked.tar.gz"
     with WeightsServer({urlsplit(url).path: tar_bytes({"m/model.pdparams": b"original"})}) \
             as server:
@@ -283,7 +283,7 @@ PATH = urlsplit(URL).path
 
 
 def test_a_206_for_another_range_restarts_instead_of_splicing(home, monkeypatch):
-    from segx.weights import entry_dir, fetch
+    from segx.zoo.weights import entry_dir, fetch
     payload = os.urandom(300_000)
     part = entry_dir(URL) / "hostile.pdparams.part"
     part.parent.mkdir(parents=True)
@@ -296,7 +296,7 @@ def test_a_206_for_another_range_restarts_instead_of_splicing(home, monkeypatch)
 
 
 def test_a_partial_file_longer_than_the_file_restarts(home, monkeypatch):
-    from segx.weights import entry_dir, fetch
+    from segx.zoo.weights import entry_dir, fetch
     payload = os.urandom(1000)
     part = entry_dir(URL) / "hostile.pdparams.part"
     part.parent.mkdir(parents=True)
@@ -308,7 +308,7 @@ def test_a_partial_file_longer_than_the_file_restarts(home, monkeypatch):
 
 
 def test_redirects_to_another_host_need_the_setting(home, monkeypatch):
-    from segx.weights import fetch
+    from segx.zoo.weights import fetch
     payload = b"weights on the other host"
     with WeightsServer({"/elsewhere.pdparams": payload}) as server:
         monkeypatch.setenv("SEGX_WEIGHTS_MIRROR", server.url)
@@ -326,7 +326,7 @@ def test_redirects_to_another_host_need_the_setting(home, monkeypatch):
         assert fetch(other).read_bytes() == payload
 
 
-FETCH = ("from segx.weights import fetch\n"
+FETCH = ("from segx.zoo.weights import fetch\n"
          "fetch(sys.argv[1])\n"
          "out = {'fetched': True}")
 
@@ -343,7 +343,7 @@ def test_a_download_has_a_total_deadline(home, tmp_path):
 
 @pytest.mark.parametrize("mode", ["flood", "claim:10737418240"])
 def test_a_download_has_a_size_cap(home, monkeypatch, mode):
-    from segx.weights import fetch
+    from segx.zoo.weights import fetch
     monkeypatch.setenv("SEGX_WEIGHTS_MAX_MB", "4")
     with WeightsServer({PATH: bytes(16 << 20)}) as server:
         monkeypatch.setenv("SEGX_WEIGHTS_MIRROR", server.url)
@@ -361,7 +361,7 @@ def test_tarfiles_own_header_reading_is_capped(home, tmp_path):
     archive = write(tmp_path, "pax.tar.gz", gzip.compress(info.tobuf(tarfile.USTAR_FORMAT))
                     + zeros * 64)
     assert archive.stat().st_size < 4 << 20
-    code = ("from segx.weights import import_file\n"
+    code = ("from segx.zoo.weights import import_file\n"
             "import_file(sys.argv[1], sys.argv[2])\n"
             "out = {'imported': True}")
     result = isolated(code, str(archive), ARCHIVE_URL, env={"SEGX_HOME": str(home)})

@@ -14,13 +14,13 @@ PACKAGE = ROOT / "segx"
 # Lower layers never import higher ones (docs/architecture.md). A module's layer is the first
 # rule that matches its dotted name.
 LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
-    (0, "foundation", ("segx.constants", "segx.errors", "segx.fileio", "segx.config",
-                       "segx.safe_pickle", "segx.class_lists")),
-    (1, "registry", ("segx.registry",)),
+    (0, "foundation", ("segx.utils.constants", "segx.utils.errors", "segx.utils.fileio", "segx.config",
+                       "segx.utils.safe_pickle", "segx.utils.class_lists")),
+    (1, "registry", ("segx.zoo.registry",)),
     (2, "library", ("segx.",)),  # everything not named below
     (3, "modes", ("segx.modules",)),
-    (4, "applications", ("segx.pipelines", "segx.serving", "segx.engine", "segx.cli",
-                         "segx.weights_cli", "segx.demo", "segx.docgen", "segx.__main__",
+    (4, "applications", ("segx.pipelines", "segx.apps.serving.app", "segx.modules.table", "segx.apps.cli",
+                         "segx.apps.weights_cli", "segx.apps.demo", "segx.apps.docgen", "segx.__main__",
                          "segx")),
 ]
 
@@ -84,7 +84,7 @@ def test_an_upward_import_fails_the_check(tmp_path):
     (fake / "modules" / "train.py").write_text("")
     (fake / "runs.py").write_text("def f():\n    from segx.modules.train import run\n")
     assert upward_imports(fake) == [
-        "segx/runs.py:2 (library) imports segx.modules.train (modes)"]
+        "segx/runs/folder.py:2 (library) imports segx.modules.train (modes)"]
 
 
 def argv_or_exit(root: Path | None = None) -> list[str]:

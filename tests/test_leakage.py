@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from segx.datasets import leakage
-from segx.datasets.analyse import analyse
-from segx.datasets.layout import read_layout
-from segx.datasets.leakage import find_leakage, near_pairs
-from segx.engine import run
-from segx.errors import DatasetError
-from segx.html_page import esc
-from segx.registry import load_model_config as load_config
+from segx.data import leakage
+from segx.data.analyse import analyse
+from segx.data.layout import read_layout
+from segx.data.leakage import find_leakage, near_pairs
+from segx.modules.table import run
+from segx.utils.errors import DatasetError
+from segx.utils.html_page import esc
+from segx.zoo.registry import load_model_config as load_config
 
 NAMES = ["background", "<script>alert(1)</script>", "disc & box", "sign"]
 W, H = 160, 120

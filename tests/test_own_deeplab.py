@@ -16,8 +16,8 @@ pytest.importorskip("paddleseg")
 from segx import backend  # noqa: E402
 from segx.backend import nets  # noqa: E402
 from segx.backend.nets import deeplab, resnet_vd  # noqa: E402
-from segx.errors import SegxError  # noqa: E402
-from segx.registry import list_models, load_model_config  # noqa: E402
+from segx.utils.errors import SegxError  # noqa: E402
+from segx.zoo.registry import list_models, load_model_config  # noqa: E402
 
 SLOW = pytest.mark.slow  # over ~30 M parameters
 ZOO = [pytest.param("Deeplabv3_Plus-R50"),
@@ -267,12 +267,12 @@ def test_decoder_follows_aspp_out_channels():
 
 @SLOW  # ~10 s
 def test_static_export_matches_dynamic(tmp_path):
-    from segx.backend.engine import Engine, export_static, predict_logits
+    from segx.backend.predictor import PaddleInference, export_static, predict_logits
     model = backend.build_model(arch_of("V3P-R18-os8-grid"), 4)
     assert type(model).__module__ == "segx.backend.nets.deeplab"
     model.set_state_dict(random_state(model))
     export_static(model, tmp_path / "inference", None, "none")
-    engine = Engine(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
+    engine = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
     for shape in SIZES:
         probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
         want = predict_logits(model, probe)

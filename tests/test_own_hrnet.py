@@ -16,7 +16,7 @@ pytest.importorskip("paddleseg")
 from segx import backend  # noqa: E402
 from segx.backend import nets  # noqa: E402
 from segx.backend.nets import hrnet, ocrnet  # noqa: E402
-from segx.errors import ConfigError  # noqa: E402
+from segx.utils.errors import ConfigError  # noqa: E402
 from test_own_networks import arch_of, random_state, structure  # noqa: E402
 
 # the W48 models have 66-70 M parameters: slow
@@ -221,12 +221,12 @@ def test_static_export_matches_dynamic(tmp_path):
     """Dynamic batch and size survive the export (reshapes keep the batch dimension as 0).
     Random weights give logits in the thousands: the tolerance is relative to their scale
     (the engine fuses conv and BatchNorm, which rounds differently)."""
-    from segx.backend.engine import Engine, export_static, predict_logits
+    from segx.backend.predictor import PaddleInference, export_static, predict_logits
     model = backend.build_model(arch_of("OCRNet_HRNet-W18"), 4)
     assert type(model).__module__ == "segx.backend.nets.ocrnet"
     model.set_state_dict(random_state(model))
     export_static(model, tmp_path / "inference", None, "none")
-    engine = Engine(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
+    engine = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
     for shape in SIZES:
         probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
         want = predict_logits(model, probe)

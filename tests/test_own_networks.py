@@ -16,7 +16,7 @@ from segx import backend  # noqa: E402
 from segx.backend import nets  # noqa: E402
 from segx.backend.nets import pp_liteseg, stdc  # noqa: E402
 from segx.backend.optim import build_losses  # noqa: E402
-from segx.registry import load_model_config  # noqa: E402
+from segx.zoo.registry import load_model_config  # noqa: E402
 
 OWN_MODELS = ["PP-LiteSeg-T", "PP-LiteSeg-B"]
 SIZES = [(1, 3, 64, 96), (1, 3, 70, 90)]
@@ -207,12 +207,12 @@ def test_loss_casts_where_paddle3_refuses_mixed_dtypes(monkeypatch):
 
 
 def test_static_export_matches_dynamic(tmp_path):
-    from segx.backend.engine import Engine, export_static, predict_logits
+    from segx.backend.predictor import PaddleInference, export_static, predict_logits
     model = backend.build_model(arch_of("PP-LiteSeg-T"), 4)
     assert type(model).__module__ == "segx.backend.nets.pp_liteseg"
     model.set_state_dict(random_state(model))
     export_static(model, tmp_path / "inference", None, "none")
-    engine = Engine(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
+    engine = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
     for shape in SIZES:
         probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
         np.testing.assert_allclose(engine(probe), predict_logits(model, probe), atol=1e-4)

@@ -15,7 +15,7 @@ pytest.importorskip("paddleseg")
 
 from segx import backend  # noqa: E402
 from segx.backend.nets import mix_transformer, segformer  # noqa: E402
-from segx.registry import load_model_config  # noqa: E402
+from segx.zoo.registry import load_model_config  # noqa: E402
 
 SMALL = ["SegFormer-B0", "SegFormer-B1", "SegFormer-B2"]
 LARGE = ["SegFormer-B3", "SegFormer-B4", "SegFormer-B5"]  # 45-85 M parameters
@@ -218,7 +218,7 @@ def test_planted_reduction_kernel_is_caught(monkeypatch):
 def test_config_arguments_are_checked_like_paddleseg():
     """The variants take PaddleSeg's overridable arguments; an unknown one is a one-line
     config error naming it."""
-    from segx.errors import SegxError
+    from segx.utils.errors import SegxError
     arch = dict(arch_of("SegFormer-B0"), backbone={"type": "MixVisionTransformer_B0",
                                                    "in_channels": 4})
     model = backend.build_model(arch, 3)
@@ -229,12 +229,12 @@ def test_config_arguments_are_checked_like_paddleseg():
 
 
 def test_static_export_matches_dynamic(tmp_path):
-    from segx.backend.engine import Engine, export_static, predict_logits
+    from segx.backend.predictor import PaddleInference, export_static, predict_logits
     model = backend.build_model(arch_of("SegFormer-B0"), 4)
     assert type(model).__module__ == "segx.backend.nets.segformer"
     model.set_state_dict(random_state(model))
     export_static(model, tmp_path / "inference", None, "none")
-    engine = Engine(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
+    engine = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
     for shape in SIZES:
         probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
         np.testing.assert_allclose(engine(probe), predict_logits(model, probe), atol=1e-4)

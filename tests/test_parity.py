@@ -19,7 +19,7 @@ import json
 import numpy as np
 import pytest
 
-from segx.registry import list_models, load_model_config, with_weights_arch
+from segx.zoo.registry import list_models, load_model_config, with_weights_arch
 from official_networks import build_official
 from official_sections import (IMAGENET_STARTS, SEAFORMER_FEAT_CHANNELS, SEAFORMER_VARIANTS,
                                SECTIONS, TRAINED)

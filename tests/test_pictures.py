@@ -1,5 +1,5 @@
 """Pictures are written like every other output: encoded in memory, then renamed into place
-(segx/fileio.py), so a failing encoder or a killed process never leaves half a picture."""
+(segx/utils/fileio.py), so a failing encoder or a killed process never leaves half a picture."""
 from __future__ import annotations
 
 import ast
@@ -21,12 +21,12 @@ def _curves(path: Path) -> None:
 
 
 def _confusion(path: Path) -> None:
-    from segx.evaluation import confusion_png
+    from segx.inference.evaluation import confusion_png
     confusion_png(np.array([[3, 1], [0, 4]]), ["a", "b"], path)
 
 
 def _histogram(path: Path) -> None:
-    from segx.datasets.visualize import histogram
+    from segx.data.visualize import histogram
     histogram({"train": {"pixels": {0: 5, 1: 3}, "images": {0: 2, 1: 1}, "samples": 2}},
               ["a", "b"], path)
 
@@ -56,7 +56,7 @@ def test_a_failing_figure_encode_leaves_the_previous_picture(draw, tmp_path, mon
 
 
 def test_a_failing_image_encode_leaves_no_file(tmp_path):
-    from segx.fileio import save_image
+    from segx.utils.fileio import save_image
     path = tmp_path / "thumb.jpg"
     with pytest.raises((OSError, ValueError)):  # JPEG cannot hold an alpha channel
         save_image(path, Image.new("RGBA", (4, 4)))
@@ -70,7 +70,7 @@ def test_a_failing_image_encode_leaves_no_file(tmp_path):
         assert im.format == "JPEG"
 
 
-# writer calls that must go through segx.fileio (which encodes into memory, then renames)
+# writer calls that must go through segx.utils.fileio (which encodes into memory, then renames)
 DIRECT = {"imwrite", "savefig", "imsave"}
 # ``x.save(first, ...)`` is allowed only where ``first`` is one of these names: an in-memory
 # buffer, a prediction saver's result, or paddle's weights (written into a temporary folder)
@@ -93,7 +93,7 @@ def direct_writes(source: str) -> list[int]:
 def test_no_module_writes_a_picture_outside_fileio():
     bad = {str(p.relative_to(ROOT)): lines for p in sorted((ROOT / "segx").rglob("*.py"))
            if p.name != "fileio.py" and (lines := direct_writes(p.read_text()))}
-    assert bad == {}, "write pictures with segx.fileio.save_image / save_figure"
+    assert bad == {}, "write pictures with segx.utils.fileio.save_image / save_figure"
 
 
 def test_the_picture_check_sees_each_kind_of_direct_write():

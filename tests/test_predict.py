@@ -45,8 +45,8 @@ def images(data, tmp_path_factory) -> Path:
 def reference(run_dir, rgb: np.ndarray) -> np.ndarray:
     """The training-time (dynamic graph) model's argmax for an RGB image."""
     from segx.backend import data as D
-    from segx.backend.engine import predict_logits
-    from segx.runs import build_network, run_config
+    from segx.backend.predictor import predict_logits
+    from segx.runs.folder import build_network, run_config
     weights = run_dir / "best_model" / "model.pdparams"
     net = build_network(run_config(weights), weights)
     x = D.apply_transforms(D.build_transforms([{"type": "Normalize"}], "t"), rgb, None)["img"]

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from helpers import run_cli
-from segx.inputs import InputError, expand
+from segx.inference.inputs import InputError, expand
 
 
 def test_list_file_gives_its_images_in_order(data, tmp_path):

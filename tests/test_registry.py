@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segx.registry import load_model_config as load_config
-from segx.errors import ConfigError, UnknownModelError, WeightsError
-from segx.registry import list_models, model_config_path
+from segx.zoo.registry import load_model_config as load_config
+from segx.utils.errors import ConfigError, UnknownModelError, WeightsError
+from segx.zoo.registry import list_models, model_config_path
 
 REQUIRED = [
     "Deeplabv3-R50", "Deeplabv3-R101", "Deeplabv3_Plus-R50", "Deeplabv3_Plus-R101",
@@ -43,7 +43,7 @@ def _zoo() -> list:
     """Every model; those above 15 M parameters (seconds each on a CPU, most of the suite's
     time) are slow, so ``make test-fast`` builds the small models of the zoo and ``make test``
     all of them."""
-    from segx.registry import model_info
+    from segx.zoo.registry import model_info
     return [pytest.param(n, marks=pytest.mark.slow) if (model_info(n).params_m or 0) > 15 else n
             for n in list_models()]
 
@@ -82,7 +82,7 @@ def test_bad_arch_argument_suggests():
 
 
 def test_pretrained_never_downloads_silently(tmp_path, monkeypatch):
-    from segx import weights
+    from segx.zoo import weights
     monkeypatch.setenv("SEGX_HOME", str(tmp_path))
     url = "http://127.0.0.1:9/x.pdparams"
     target = weights.entry_dir(url) / "x.pdparams"
@@ -134,8 +134,8 @@ def test_a_model_with_named_parameters_builds_twice_in_one_process():
 def test_voc_weights_build_their_own_network_by_name_and_as_start(tmp_path):
     """EMANet's VOC weights were trained with align_corners=true (PaddleSeg's VOC config); the
     Cityscapes ones without. create_model's run config and Train.pretrained apply each."""
-    from segx.official import _run_config, published_prediction, trained_entry
-    from segx.registry import with_pretrained_arch
+    from segx.zoo.official import _run_config, published_prediction, trained_entry
+    from segx.zoo.registry import with_pretrained_arch
     cfg = load_config("EMANet-R50")
     assert cfg.get("Arch.align_corners", False) is False
     for dataset, expected in (("pascal_voc12", True), ("cityscapes", False)):
@@ -166,7 +166,7 @@ def test_segx_models_names_the_settings_each_checkpoint_needs():
 def test_a_sliding_window_model_exported_with_argmax_is_prepared_again(tmp_path):
     """SegFormer predicts as published with a sliding window, which needs class scores: a
     folder an earlier segx exported with argmax does not count as ready."""
-    from segx.official import _ready, trained_entry
+    from segx.zoo.official import _ready, trained_entry
     _, entry = trained_entry(load_config("SegFormer-B0"), "cityscapes")
     (tmp_path / "inference.yml").write_text("Deploy:\n  output_op: argmax\n")
     assert not _ready(tmp_path, entry)
@@ -181,10 +181,10 @@ def test_official_weights_are_one_typed_entry_per_model():
     """Meta.weights is parsed once per model into frozen entries that training's start, the
     official models and `segx weights` all read: the same URL for the same name everywhere."""
     import dataclasses
-    from segx.official import trained_entry
-    from segx.registry import model_info, model_weights
+    from segx.zoo.official import trained_entry
+    from segx.zoo.registry import model_info, model_weights
     from segx.training.build import pretrained_source
-    from segx.weights_cli import _official
+    from segx.apps.weights_cli import _official
     weights = model_weights("pp-liteseg-t")
     assert weights is model_weights("PP-LiteSeg-T")  # cached per model, any case of its name
     assert weights.default == "cityscapes" and list(weights.trained) == ["cityscapes", "camvid"]
@@ -209,7 +209,7 @@ def test_official_weights_are_one_typed_entry_per_model():
 def test_a_malformed_weights_entry_in_a_users_yaml_names_its_key(tmp_path, entry, key):
     """A YAML of one's own may list its own weights; a wrong shape is one line naming the key
     (before: a TypeError or KeyError from deep inside training's start)."""
-    from segx.registry import CONFIG_DIR
+    from segx.zoo.registry import CONFIG_DIR
     from segx.training.build import pretrained_source
     path = tmp_path / "mine.yaml"
     path.write_text(f"_base_: {CONFIG_DIR / 'PP-LiteSeg-T.yaml'}\nMeta:\n  weights:\n"

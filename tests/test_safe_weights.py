@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from helpers import base_args, run_cli
-from segx import safe_pickle
-from segx.errors import WeightsError
+from segx.utils import safe_pickle
+from segx.utils.errors import WeightsError
 
 
 class Planted:

@@ -52,7 +52,7 @@ def start_server(app) -> tuple[str, object, threading.Thread]:
 
 @pytest.fixture(scope="module")
 def server(run_dir):
-    from segx.serving import create_app
+    from segx.apps.serving.app import create_app
     config = load_pipeline_config("semantic_segmentation", model=str(run_dir), device="cpu")
     config["Serving"]["max_body_mb"] = 1
     url, srv, thread = start_server(create_app(config))
@@ -147,7 +147,7 @@ def test_health_and_unknown_route(server):
 def test_a_pdparams_model_serves_from_the_engine_thread(run_dir, data):
     """The dynamic graph runs in the server's engine thread (paddle keeps its mode per
     thread)."""
-    from segx.serving import create_app
+    from segx.apps.serving.app import create_app
     config = load_pipeline_config("semantic_segmentation", device="cpu",
                                   model=str(run_dir / "best_model" / "model.pdparams"))
     url, srv, thread = start_server(create_app(config))
@@ -162,7 +162,7 @@ def test_a_pdparams_model_serves_from_the_engine_thread(run_dir, data):
 
 def test_the_start_up_line_names_model_engine_precision_and_classes(run_dir):
     from segx import create_model
-    from segx.serving import startup_line
+    from segx.apps.serving.app import startup_line
     source = str(run_dir / "best_model" / "inference")
     with create_model(source, device="cpu", engine="paddle") as model:
         line = startup_line(model, source)

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from segx.pipelines import load_pipeline_config
-from segx.serving_io import UrlFetcher, blocked_address
+from segx.apps.serving.untrusted import UrlFetcher, blocked_address
 from test_serving import start_server
 from test_serving_security import ROUTE, Site
 
@@ -32,8 +32,8 @@ import io, json, sys
 import numpy as np
 from PIL import Image
 from segx import create_model
-from segx.serving import Batcher, engine_bpp, render, request_cost
-from segx.serving_io import ImagePolicy, decode_image
+from segx.apps.serving.app import Batcher, engine_bpp, render, request_cost
+from segx.apps.serving.untrusted import ImagePolicy, decode_image
 
 def vm(key):
     for line in open("/proc/self/status"):
@@ -50,7 +50,7 @@ def jpeg(side):
     Image.fromarray(rng.integers(0, 255, (side, side, 3), np.uint8)).save(buf, format="JPEG")
     return buf.getvalue()
 
-def serve_one(data):  # the server's path for one request (segx.serving.infer)
+def serve_one(data):  # the server's path for one request (segx.apps.serving.app.infer)
     rgb = decode_image(data, policy)
     tensor, info = model.preprocess(rgb)
     del rgb
@@ -129,7 +129,7 @@ BUDGET_MB = 48
 @pytest.fixture(scope="module")
 def budget_server(run_dir):
     """A server with a 48 MB budget; URL inputs from 127.0.0.2 (playing a public host)."""
-    from segx.serving import create_app
+    from segx.apps.serving.app import create_app
     config = load_pipeline_config("semantic_segmentation", model=str(run_dir), device="cpu")
     config["Serving"].update({"memory_budget_mb": BUDGET_MB, "url_timeout_s": 5,
                               "max_pixels": 10_000_000})
@@ -172,7 +172,7 @@ def test_an_image_costing_more_than_the_budget_is_refused_before_decoding(budget
 def test_concurrent_images_never_hold_more_than_the_budget(budget_server):
     """Eight 300 x 300 images at once (each charged about a third of the budget): they wait
     for room or get 503, and what is held never exceeds the budget."""
-    from segx.serving import engine_bpp, request_cost
+    from segx.apps.serving.app import engine_bpp, request_cost
     url, app, _ = budget_server
     model = app.state.model
     one = request_cost(0, 300 * 300, 300 * 300, engine_bpp(model.engine, model.num_classes))

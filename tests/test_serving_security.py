@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from segx.pipelines import load_pipeline_config
-from segx.serving_io import UrlFetcher, blocked_address
+from segx.apps.serving.untrusted import UrlFetcher, blocked_address
 from test_serving import start_server
 
 ROUTE = "/semantic-segmentation"
@@ -108,7 +108,7 @@ def sites():
 def server(run_dir, sites):
     """Hardened limits made small for the tests; URL inputs allowed for any *public* host, and
     127.0.0.2 plays the public internet (127.0.0.1 stays internal)."""
-    from segx.serving import create_app
+    from segx.apps.serving.app import create_app
     # engine=paddle: its oneDNN kernels refuse a 2 x 2 image, the bad input the batch test needs
     config = load_pipeline_config("semantic_segmentation", model=str(run_dir), device="cpu",
                                   engine="paddle")
@@ -136,7 +136,7 @@ def test_a_bad_image_fails_only_its_own_request(server, data):
 def test_the_batcher_isolates_an_image_the_engine_fails_on():
     import asyncio
 
-    from segx.serving import Batcher
+    from segx.apps.serving.app import Batcher
 
     def engine(batch):  # N x 3 x h x w -> N x h x w class ids; fails on a row holding 7
         if (batch[:, 0, 0, 0] == 7).any():
@@ -262,7 +262,7 @@ def test_a_chunked_upload_is_cut_at_the_byte_limit(server):
 
 
 def test_an_api_key_is_required_when_set(run_dir, data):
-    from segx.serving import create_app
+    from segx.apps.serving.app import create_app
     config = load_pipeline_config("semantic_segmentation", model=str(run_dir), device="cpu")
     url, srv, _ = start_server(create_app(config, api_key="s3cret"))
     try:

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from helpers import ROOT, base_args, run_cli
-from segx.demo import make_demo_dataset
-from segx.metrics import Confusion
-from segx.registry import load_model_config as load_config
+from segx.apps.demo import make_demo_dataset
+from segx.imaging.metrics import Confusion
+from segx.zoo.registry import load_model_config as load_config
 
 def load_params(path: Path) -> dict:
     import paddle
@@ -54,7 +54,7 @@ def test_train_output_layout_and_result(run_dir):
     log = (run_dir / "train.log").read_text()
     assert "[TRAIN] iter 8/8 loss" in log and "img/s" in log and "ETA" in log
     assert log.count("[EVAL] iter") == 2
-    from segx.registry import load_model_config as load_config
+    from segx.zoo.registry import load_model_config as load_config
     cfg = load_config(str(run_dir / "config.yaml"))
     assert cfg.get("Train.num_classes") == 3 and cfg.get("Global.model") == "PP-LiteSeg-T"
     assert Image.open(run_dir / "training_curves.png").format == "PNG"
@@ -97,7 +97,7 @@ def test_sigint_saves_checkpoint_and_resume_matches(run_dir, data, tmp_path):
 
 
 def independent_metrics(preds: list[np.ndarray], labels: list[np.ndarray], n: int) -> dict:
-    """mIoU/Acc/Kappa/Dice from per-class masks, without segx.metrics."""
+    """mIoU/Acc/Kappa/Dice from per-class masks, without segx.imaging.metrics."""
     p = np.concatenate([x.ravel() for x in preds])
     g = np.concatenate([x.ravel() for x in labels])
     keep = g != 255
@@ -117,9 +117,9 @@ def independent_metrics(preds: list[np.ndarray], labels: list[np.ndarray], n: in
 
 def test_evaluate_matches_independent_computation(run_dir, data, tmp_path):
     from segx.backend import data as D
-    from segx.backend.engine import predict_logits
-    from segx.images import read_image
-    from segx.runs import build_network, run_config
+    from segx.backend.predictor import predict_logits
+    from segx.imaging.images import read_image
+    from segx.runs.folder import build_network, run_config
     out = tmp_path / "eval"
     shutil.copytree(run_dir, out)
     results = {}
@@ -173,8 +173,8 @@ def test_export_reads_class_count_and_agrees(run_dir, tmp_path):
     assert info["Deploy"]["input_shape"] == [1, 3, 64, 64]
     assert info["Global"] == {"model_name": "PP-LiteSeg-T", "num_classes": 3,
                               "class_names": ["background", "disc", "box"]}
-    from segx.backend.engine import Engine
-    engine = Engine(exported / "inference.pdmodel", exported / "inference.pdiparams")
+    from segx.backend.predictor import PaddleInference
+    engine = PaddleInference(exported / "inference.pdmodel", exported / "inference.pdiparams")
     probs = engine(np.zeros((1, 3, 64, 64), np.float32))
     assert probs.shape == (1, 3, 64, 64) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
@@ -183,9 +183,9 @@ def test_export_reads_class_count_and_agrees(run_dir, tmp_path):
 def test_onednn_resizing_is_enabled_only_where_exact(tmp_path, by_scale, exact):
     from tiny_nets import ResizeNet
 
-    from segx.backend.engine import export_static
+    from segx.backend.predictor import export_static
     from segx.backend.optim import seed_everything
-    from segx.exporting import _resize_exact
+    from segx.export.exporter import _resize_exact
     seed_everything(0)
     net = ResizeNet(by_scale)
     export_static(net, tmp_path / "inference", None, "none")
@@ -203,14 +203,14 @@ def test_engine_avoids_paddles_wrong_attention_fusion(tmp_path, mkldnn):
     # fusion, this net's outputs are off by about their own size
     from tiny_nets import AttentionNet
 
-    from segx.backend.engine import Engine, export_static, predict_logits
+    from segx.backend.predictor import PaddleInference, export_static, predict_logits
     from segx.backend.optim import seed_everything
     seed_everything(0)
     net = AttentionNet()
     x = np.random.default_rng(0).normal(0, 1, (1, 3, 32, 40)).astype(np.float32)
     ref = predict_logits(net, x)
     export_static(net, tmp_path / "inference", None, "none")
-    out = Engine(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams",
+    out = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams",
                  mkldnn=mkldnn)(x)
     assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
 
@@ -372,7 +372,7 @@ def test_a_model_that_cannot_be_exported_says_so(data, tmp_path):
     assert "cannot be exported to a static graph: it calls numpy in forward" in r.stderr
     assert "model.pdparams" in r.stderr
     from segx import create_model
-    from segx.errors import WeightsError
+    from segx.utils.errors import WeightsError
     with pytest.raises(WeightsError, match="has no exported model"):
         create_model(out, device="cpu")
     res = next(create_model(out / "best_model" / "model.pdparams", device="cpu").predict(
@@ -381,5 +381,5 @@ def test_a_model_that_cannot_be_exported_says_so(data, tmp_path):
 
 
 def test_gscnn_is_marked_not_exportable():
-    from segx.registry import load_model_config as load_config
+    from segx.zoo.registry import load_model_config as load_config
     assert "Canny" in load_config("GSCNN-R50").get("Meta.no_static_export")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from segx import safe_pickle
+from segx.utils import safe_pickle
 from segx.training.report import PAGE, TrainReportHook
 from segx.training.trainer import RunInfo, Trainer, new_state
 

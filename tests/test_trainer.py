@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from segx.errors import ConfigError, SegxError
+from segx.utils.errors import ConfigError, SegxError
 from segx.training.trainer import HookBase, Interrupted, RunInfo, StepRecord, Trainer, new_state
 
 

@@ -1,4 +1,4 @@
-"""segx.tta: flips, scales and sliding windows around a scoring function, and ``restore``.
+"""segx.imaging.tta: flips, scales and sliding windows around a scoring function, and ``restore``.
 
 Every scorer here is a numpy fake (no paddle), chosen so the right answer is known without
 segx: a pointwise scorer commutes with flips and window crops, a constant image is the same at
@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from segx.errors import ConfigError
-from segx.preprocess import preprocessor
-from segx.tta import NO_TTA, TTA, resize_nearest, resize_scores, restore, scores
+from segx.utils.errors import ConfigError
+from segx.inference.preprocess import preprocessor
+from segx.imaging.tta import NO_TTA, TTA, resize_nearest, resize_scores, restore, scores
 
 RNG = np.random.default_rng(0)
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, base_args, run_cli
-from segx.errors import WeightsError
-from segx.registry import load_model_config
+from segx.utils.errors import WeightsError
+from segx.zoo.registry import load_model_config
 from weights_server import WeightsServer, official_checkpoint
 
 LITESEG = load_model_config("PP-LiteSeg-T").get("Meta.weights")
@@ -86,7 +86,7 @@ def test_training_starts_from_the_official_backbone_by_default(data, tmp_path, h
         assert [rng for rng, _ in server.gets(path_of(BACKBONE_URL))] == [None]
     line = next(x for x in (tmp_path / "o" / "train.log").read_text().splitlines()
                 if "pretrained" in x)
-    from segx.weights import entry_dir
+    from segx.zoo.weights import entry_dir
     cached = entry_dir(BACKBONE_URL) / Path(path_of(BACKBONE_URL)).name
     assert f"pretrained backbone weights (official ImageNet backbone) from {cached}" in line
     import paddle
@@ -103,7 +103,7 @@ def test_offline_default_stops_before_the_first_step_naming_the_file(data, tmp_p
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
-    from segx.weights import entry_dir
+    from segx.zoo.weights import entry_dir
     assert BACKBONE_URL in lines[0] and str(entry_dir(BACKBONE_URL)) in lines[0]
     assert "Train.pretrained=none" in lines[0]
     assert not list((tmp_path / "o").glob("iter_*"))
@@ -113,7 +113,7 @@ def test_offline_default_stops_before_the_first_step_naming_the_file(data, tmp_p
 def test_create_model_by_name_downloads_exports_caches_and_works_offline(data, home,
                                                                        monkeypatch):
     from segx import create_model
-    from segx.class_lists import CITYSCAPES
+    from segx.utils.class_lists import CITYSCAPES
     full = official_checkpoint("PP-LiteSeg-T", "cityscapes")
     image = str(data / "images" / "000.jpg")
     with WeightsServer({path_of(CITYSCAPES_URL): full}) as server:
@@ -138,7 +138,7 @@ def test_a_model_without_trained_weights_points_to_training(home):
 def test_two_processes_asking_at_once_download_once(home, monkeypatch):
     payload = os.urandom(3 << 20)
     url = "https://example.invalid/paddleseg/dygraph/big.pdparams"
-    code = "import sys; from segx.weights import fetch; print(fetch(sys.argv[1]))"
+    code = "import sys; from segx.zoo.weights import fetch; print(fetch(sys.argv[1]))"
     with WeightsServer({path_of(url): payload}, delay_s=0.05, chunk=1 << 18) as server:
         mirror(monkeypatch, server)
         procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT,
@@ -152,11 +152,11 @@ def test_two_processes_asking_at_once_download_once(home, monkeypatch):
 
 
 def test_a_killed_download_resumes(home, monkeypatch):
-    from segx.weights import entry_dir, fetch
+    from segx.zoo.weights import entry_dir, fetch
     payload = os.urandom(4 << 20)
     url = "https://example.invalid/paddleseg/dygraph/resume.pdparams"
     part = entry_dir(url) / "resume.pdparams.part"
-    code = "import sys; from segx.weights import fetch; fetch(sys.argv[1])"
+    code = "import sys; from segx.zoo.weights import fetch; fetch(sys.argv[1])"
     with WeightsServer({path_of(url): payload}, delay_s=0.05, chunk=1 << 17) as server:
         mirror(monkeypatch, server)
         proc = subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT)
@@ -175,7 +175,7 @@ def test_a_killed_download_resumes(home, monkeypatch):
 
 
 def test_archives_unpack_safely_and_failures_are_one_line(home, monkeypatch, tmp_path):
-    from segx.weights import fetch
+    from segx.zoo.weights import fetch
     backbone = state_bytes("FCN_HRNet-W18", 2, backbone_only=True)
     good = tar_gz({"hrnet_w18_ssld/model.pdparams": backbone})
     with WeightsServer({path_of(HRNET_URL): good}) as server:
@@ -199,7 +199,7 @@ def test_archives_unpack_safely_and_failures_are_one_line(home, monkeypatch, tmp
 
 
 def test_cached_files_are_checked_against_their_recorded_sha256(home, monkeypatch):
-    from segx.weights import fetch
+    from segx.zoo.weights import fetch
     url = "https://example.invalid/paddleseg/dygraph/check.pdparams"
     with WeightsServer({path_of(url): b"original bytes"}) as server:
         mirror(monkeypatch, server)
@@ -214,7 +214,7 @@ def test_a_file_from_elsewhere_imports_offline(home, monkeypatch, tmp_path):
     (tmp_path / "x.pdparams").write_bytes(b"weights from a connected machine")
     r = run_cli("weights", "import", str(tmp_path / "x.pdparams"), "--url", BACKBONE_URL)
     assert r.returncode == 0, r.stderr
-    from segx.weights import fetch
+    from segx.zoo.weights import fetch
     assert fetch(BACKBONE_URL).read_bytes() == b"weights from a connected machine"
 
 

@@ -3,7 +3,7 @@
 Everything that touches the deep-learning stack goes through this package, so moving to another
 paddle/paddleseg version is a change here only: this module (devices, building networks, weights
 in and out of layers), ``data`` (reading, transforms, the sample stream), ``optim`` (losses,
-optimiser, one step, data parallel), ``engine`` (dynamic-graph inference, static export, Paddle
+optimiser, one step, data parallel), ``predictor`` (dynamic-graph inference, static export, Paddle
 Inference), ``seaformer`` (a network PaddleSeg 2.8 lacks) and ``nets`` (segx's own networks,
 used instead of paddleseg's where segx has them; ``SEGX_NETWORKS=paddleseg`` turns them off).
 
@@ -20,8 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from segx import safe_pickle
-from segx.errors import BackendError, ConfigError, did_you_mean
+from segx.utils import safe_pickle
+from segx.utils.errors import BackendError, ConfigError, did_you_mean
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # paddle's C++ info lines ("New Executor ...")
 warnings.filterwarnings("ignore", message="When training, we now always track global mean")
@@ -73,7 +73,7 @@ def resolve_device(device: str) -> str:
 # --------------------------------------------------------------------------- weights
 def load_weights(path: str | Path) -> dict:
     """A ``.pdparams``/``.pdopt``/``.pdstates`` file, read without running code in it
-    (:mod:`segx.safe_pickle`); arrays stay numpy arrays, which paddle layers accept."""
+    (:mod:`segx.utils.safe_pickle`); arrays stay numpy arrays, which paddle layers accept."""
     return safe_pickle.load(path)
 
 

@@ -15,7 +15,7 @@ from paddleseg.transforms import Compose
 from paddleseg.transforms import functional as TF
 
 from segx.backend import _build
-from segx.images import read_image, read_label
+from segx.imaging.images import read_image, read_label
 
 
 # --------------------------------------------------------------------------- data

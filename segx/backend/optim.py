@@ -11,7 +11,7 @@ import paddle
 from paddleseg.cvlibs import manager
 
 from segx.backend import _build, nets
-from segx.errors import ConfigError
+from segx.utils.errors import ConfigError
 
 
 # --------------------------------------------------------------------------- losses, optimiser

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from segx.config import Config
-from segx.datasets.analyse import analyse, class_names_setting
-from segx.datasets.layout import Problem, dataset_root, read_layout
-from segx.datasets.report_page import write_check_report
-from segx.datasets.visualize import render_report
-from segx.errors import DatasetError
+from segx.data.analyse import analyse, class_names_setting
+from segx.data.layout import Problem, dataset_root, read_layout
+from segx.data.report_page import write_check_report
+from segx.data.visualize import render_report
+from segx.utils.errors import DatasetError
 
 
 class CheckFailed(DatasetError):
@@ -38,7 +38,7 @@ def run(cfg: Config) -> dict:
         notes["fix"] = {"written": False, "reason": f"{len(summary['undrawable'])} sample(s) "
                         "cannot be read as image and id label (see problems); fix them first"}
     elif fix:
-        from segx.datasets.fix import write_fixed
+        from segx.data.fix import write_fixed
         target = Path(cfg.get("CheckDataset.fix_output_dir") or out / "fixed_dataset")
         write_fixed(layout, enc, target, summary["names"], workers)
         notes["fix"] = {"source": str(root), "fixed_dataset": str(target),
@@ -74,7 +74,7 @@ def run(cfg: Config) -> dict:
 def _leakage(cfg: Config, layout, scans: dict, notes: dict, analysed: tuple) -> tuple:
     """Duplicates across and inside splits; with CheckDataset.fix_leakage, groups that span
     splits are moved into one split and the dataset is checked again."""
-    from segx.datasets.leakage import find_leakage, fix_leakage
+    from segx.data.leakage import find_leakage, fix_leakage
     threshold = cfg.get("CheckDataset.near_dup_threshold")
     leak = find_leakage(layout, scans, threshold)
     if cfg.get("CheckDataset.fix_leakage") and leak.mixed_groups:
@@ -98,13 +98,13 @@ def _convert_and_split(cfg: Config, root: Path, out: Path, notes: dict) -> Path:
             raise DatasetError("CheckDataset.convert.enable=True but "
                                "CheckDataset.convert.src_dataset_type is not set.",
                                solution="add -o CheckDataset.convert.src_dataset_type=LabelMe.")
-        from segx.datasets.labelme import convert
+        from segx.data.labelme import convert
         target = Path(cfg.get("CheckDataset.convert.output_dir") or out / "converted_dataset")
         notes["conversion"] = convert(root, target, cfg.get("Global.seed"),
                                       cfg.get("CheckDataset.convert.allow_outside_image_paths"))
         root = target
     if cfg.get("CheckDataset.split.enable"):
-        from segx.datasets.split import split_dataset
+        from segx.data.split import split_dataset
         notes["split"] = split_dataset(root, cfg.get("CheckDataset.split.train_percent"),
                                        cfg.get("CheckDataset.split.val_percent"),
                                        cfg.get("CheckDataset.split.test_percent"),

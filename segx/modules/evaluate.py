@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 from segx.config import Config
-from segx.datasets.layout import dataset_root, read_layout
-from segx.errors import ConfigError, DatasetError
-from segx.eval_report import WorstImages, write_report
-from segx.evaluation import confusion_png, evaluate_samples
-from segx.model import SegModel
-from segx.preprocess import preprocessor
-from segx.runs import build_network, class_names, default_weights, run_config
-from segx.tta import TTA
+from segx.data.layout import dataset_root, read_layout
+from segx.utils.errors import ConfigError, DatasetError
+from segx.inference.eval_report import WorstImages, write_report
+from segx.inference.evaluation import confusion_png, evaluate_samples
+from segx.api.model import SegModel
+from segx.inference.preprocess import preprocessor
+from segx.runs.folder import build_network, class_names, default_weights, run_config
+from segx.imaging.tta import TTA
 
 MAX_WORST = 200  # gallery size limit: thumbnails in memory and on disk grow with it
 
@@ -96,7 +96,7 @@ def _subject(cfg: Config, tta: TTA) -> tuple:
         return (f"{value} ({model.engine})", model.infer, model.preprocess, model.num_classes,
                 model.class_names, model.model_name, model.engine)
     from segx import backend
-    from segx.backend.engine import predict_logits
+    from segx.backend.predictor import predict_logits
     weights = default_weights(cfg, "Evaluate.weight_path")
     run_cfg = run_config(weights)
     backend.set_device(backend.resolve_device(cfg.get("Global.device")))

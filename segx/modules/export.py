@@ -3,15 +3,15 @@
 The weights are ``Export.weight_path`` (default ``<Global.output>/best_model/model.pdparams``),
 so by default export replaces ``best_model/inference``: the one place where a run's deployable
 model is found (``create_model(run)``, predict mode, pipelines), int8 included;
-the work is :func:`segx.exporting.export_run`: the Paddle model, each installed engine's
+the work is :func:`segx.export.exporter.export_run`: the Paddle model, each installed engine's
 exactness and speed, and on request ONNX (``Export.formats``) and int8 (``Export.quantize``).
 """
 from __future__ import annotations
 
 
 from segx.config import Config
-from segx.exporting import ExportOptions, export_run
-from segx.runs import default_weights, run_config_path
+from segx.export.exporter import ExportOptions, export_run
+from segx.runs.folder import default_weights, run_config_path
 
 
 def run(cfg: Config) -> dict:

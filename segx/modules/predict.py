@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from segx.config import Config
-from segx.errors import ConfigError, WeightsError
-from segx.inputs import expand
-from segx.model import create_model
-from segx.progress import Progress
-from segx.result import ResultSaver, SegResult
+from segx.utils.errors import ConfigError, WeightsError
+from segx.inference.inputs import expand
+from segx.api.model import create_model
+from segx.utils.progress import Progress
+from segx.inference.result import ResultSaver, SegResult
 
 
 def _model(cfg: Config):

@@ -1,5 +1,5 @@
 """Pipelines: a segx model wrapped for applications (``create_pipeline``), the ``--pipeline``
-command and the HTTP service (``segx.serving``).
+command and the HTTP service (``segx.apps.serving.app``).
 
 A pipeline is described by a YAML file; ``semantic_segmentation`` is built in, and its YAML is
 also the pipeline schema: a user's YAML overrides its keys, is upgraded from older versions and
@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterator
 
 from segx.config import (Config, merge_configs, load_schema, read_config_file, upgrade,
                          upgrade_run_mode)
-from segx.errors import ConfigError, did_you_mean
-from segx.model import SegModel, create_model
-from segx.result import SegResult
+from segx.utils.errors import ConfigError, did_you_mean
+from segx.api.model import SegModel, create_model
+from segx.inference.result import SegResult
 
 PIPELINE_DIR = Path(__file__).resolve().parent
 BUILTIN = {p.stem: p for p in PIPELINE_DIR.glob("*.yaml")}

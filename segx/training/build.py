@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from segx.config import Config
-from segx.errors import ConfigError, DatasetError, WeightsError, did_you_mean
-from segx.registry import config_weights, with_pretrained_arch
-from segx.runs import CHECKPOINT_FILES, list_checkpoints
+from segx.utils.errors import ConfigError, DatasetError, WeightsError, did_you_mean
+from segx.zoo.registry import config_weights, with_pretrained_arch
+from segx.runs.folder import CHECKPOINT_FILES, list_checkpoints
 from segx.training import hooks as H
 from segx.training.report import TrainReportHook
 from segx.training.trainer import RunInfo, Trainer, new_state
@@ -62,8 +62,8 @@ def resolve_classes(cfg: Config, summary: dict) -> tuple[int, list[str]]:
 def check_data(cfg: Config, world: int) -> tuple[list, list, int, list[str]]:
     """Every data guard that must hold before the first step; returns (train pairs, val pairs,
     class count, class names)."""
-    from segx.datasets.analyse import analyse, class_names_setting
-    from segx.datasets.layout import Problem, dataset_root, read_layout
+    from segx.data.analyse import analyse, class_names_setting
+    from segx.data.layout import Problem, dataset_root, read_layout
     layout = read_layout(dataset_root(cfg))
     summary, _, problems = analyse(layout, cfg.get("Train.num_classes"),
                                    cfg.get("CheckDataset.num_workers"),
@@ -125,7 +125,7 @@ def pretrained_source(cfg: Config) -> tuple[str, str | None, str | None]:
 def pretrained_file(cfg: Config) -> tuple[str, Path | None]:
     """(description, local file) for ``Train.pretrained``, downloading official weights into
     the cache when needed (an offline failure names the file and where to put it)."""
-    from segx import weights
+    from segx.zoo import weights
     what, where, sha256 = pretrained_source(cfg)
     if where is None:
         return what, None
@@ -276,9 +276,9 @@ def build_trainer(cfg: Config, device: str, rank: int = 0, world: int = 1) -> Tr
 
 
 def _hooks(cfg: Config, log: H.RunLog, val: list, num: int, names: list[str]) -> list:
-    from segx.preprocess import preprocessor
-    from segx.backend.engine import predict_logits
-    from segx.evaluation import evaluate_samples
+    from segx.inference.preprocess import preprocessor
+    from segx.backend.predictor import predict_logits
+    from segx.inference.evaluation import evaluate_samples
     prepare = preprocessor(cfg.get("Train.val_transforms"), "Train.val_transforms")
 
     def evaluate(model, on_batch) -> dict:

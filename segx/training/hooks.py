@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from segx.fileio import replace_dir, write_json, write_text
-from segx.progress import Progress
-from segx.runs import list_checkpoints
+from segx.utils.fileio import replace_dir, write_json, write_text
+from segx.utils.progress import Progress
+from segx.runs.folder import list_checkpoints
 from segx.training.trainer import HookBase, Trainer
 
 
@@ -435,8 +435,8 @@ class FinalHook(HookBase):
         write_result(trainer, train_result(trainer, True))
 
     def _export(self, trainer: Trainer) -> None:
-        from segx.errors import NotExportableError
-        from segx.exporting import export_run
+        from segx.utils.errors import NotExportableError
+        from segx.export.exporter import export_run
         out, best = trainer.run.out, trainer.state["best"]
         weights = out / "best_model" / "model.pdparams"
         if not weights.is_file():
@@ -495,5 +495,5 @@ def curves_png(curves: dict, path: Path) -> None:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    from segx.fileio import save_figure
+    from segx.utils.fileio import save_figure
     save_figure(path, fig)  # a killed run leaves the previous picture, never half of one

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from segx.config import Config, load_config
-from segx.errors import ConfigError, SegxError
-from segx.fileio import write_text
+from segx.utils.errors import ConfigError, SegxError
+from segx.utils.fileio import write_text
 from segx.training.build import build_trainer, pretrained_file, resume_folder
 from segx.training.trainer import HookBase, Interrupted
 

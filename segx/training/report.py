@@ -10,8 +10,8 @@ the history; evaluations from a checkpoint written before this existed show no p
 """
 from __future__ import annotations
 
-from segx import html_page as H
-from segx.palette import palette
+from segx.utils import html_page as H
+from segx.imaging.palette import palette
 from segx.training.trainer import HookBase, Trainer
 
 REFRESH_S = 60

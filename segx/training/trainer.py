@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from segx.errors import ConfigError, SegxError
+from segx.utils.errors import ConfigError, SegxError
 
 
 class Interrupted(SegxError):

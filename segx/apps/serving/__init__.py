@@ -1,0 +1,1 @@
+"""The prediction server: the HTTP app and the checks on untrusted request input."""
