@@ -16,7 +16,7 @@ from helpers import *  # noqa: F401,F403  for tests written before helpers.py (f
 # Fixtures that train a model or run the CLI through a full mode: a test using any of them
 # (directly or through another fixture) is marked slow, so ``make test-fast`` leaves it out
 # and a new test that asks for ``run_dir`` is slow without anyone remembering to say so.
-SLOW_FIXTURES = {"run_dir", "old_run"}
+SLOW_FIXTURES = {"run_dir", "old_run", "run_v2"}
 
 
 def pytest_collection_modifyitems(config, items):

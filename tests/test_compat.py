@@ -16,6 +16,7 @@ from segx.config import load_config, model_schema, upgrade
 from segx.utils.errors import ConfigError
 
 FIXTURE = ROOT / "tests" / "fixtures" / "run_v1"
+FIXTURE_V2 = ROOT / "tests" / "fixtures" / "run_v2"  # written by segx 0.2.0 (config v3)
 KEYS = ROOT / "tests" / "fixtures" / "schema_keys.txt"
 
 
@@ -94,6 +95,42 @@ def test_the_old_run_evaluates_exports_and_predicts(old_run, tmp_path):
         preds = [next(m.predict(image)).pred for m in (old, new, dynamic)]
         assert old.class_names == ["background", "disc", "box"]
     assert np.array_equal(preds[0], preds[1]) and np.array_equal(preds[0], preds[2])
+
+
+@pytest.fixture(scope="module")
+def run_v2(tmp_path_factory) -> tuple[Path, Path]:
+    """The version-3 run folder (PP-LiteSeg-T, segx's own network), next to its dataset."""
+    from helpers import make_data
+    work = tmp_path_factory.mktemp("compat_v2")
+    data = make_data(work / "data")
+    run = work / "run"
+    shutil.copytree(FIXTURE_V2, run)
+    return run, data
+
+
+def test_the_v2_run_evaluates_exports_and_predicts(run_v2):
+    """Its evaluation reproduces the mIoU it trained to, its export agrees with its weights,
+    and both predict the label map they predicted when the run was written."""
+    run, data = run_v2
+    trained = json.loads((FIXTURE_V2 / "train_result.json").read_text())["best_mIoU"]
+    r = run_cli("-c", str(run / "config.yaml"), "-o", "Global.mode=evaluate",
+                "-o", f"Global.dataset_dir={data}", "-o", f"Global.output={run}")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((run / "evaluate_result.json").read_text())
+    assert result["metrics"]["mIoU"] == pytest.approx(trained)
+    r = run_cli("-c", str(run / "config.yaml"), "-o", "Global.mode=export",
+                "-o", f"Global.output={run}")
+    assert r.returncode == 0, r.stderr
+    assert (run / "best_model" / "inference" / "inference.pdmodel").is_file()
+    from segx import create_model
+    image = str(data / "images" / "000.jpg")
+    with create_model(run, device="cpu") as exported, \
+            create_model(run / "best_model" / "model.pdparams", device="cpu") as dynamic:
+        preds = [next(m.predict(image)).pred for m in (exported, dynamic)]
+        assert exported.class_names == dynamic.class_names == ["background", "disc", "box"]
+    assert np.array_equal(preds[0], preds[1])
+    # pixels per class of 000.jpg when the run was written (segx 0.2.0)
+    assert np.bincount(preds[0].ravel(), minlength=3).tolist() == [235, 468, 3393]
 
 
 def test_models_and_pipelines_upgrade_run_mode_with_one_step():
