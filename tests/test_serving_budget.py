@@ -32,7 +32,9 @@ import io, json, sys
 import numpy as np
 from PIL import Image
 from segx import create_model
-from segx.apps.serving.app import Batcher, engine_bpp, render, request_cost
+from segx.apps.serving.app import render
+from segx.apps.serving.batcher import Batcher
+from segx.apps.serving.budget import engine_bpp, request_cost
 from segx.apps.serving.untrusted import ImagePolicy, decode_image
 
 def vm(key):
@@ -172,7 +174,7 @@ def test_an_image_costing_more_than_the_budget_is_refused_before_decoding(budget
 def test_concurrent_images_never_hold_more_than_the_budget(budget_server):
     """Eight 300 x 300 images at once (each charged about a third of the budget): they wait
     for room or get 503, and what is held never exceeds the budget."""
-    from segx.apps.serving.app import engine_bpp, request_cost
+    from segx.apps.serving.budget import engine_bpp, request_cost
     url, app, _ = budget_server
     model = app.state.model
     one = request_cost(0, 300 * 300, 300 * 300, engine_bpp(model.engine, model.num_classes))

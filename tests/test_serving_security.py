@@ -136,7 +136,7 @@ def test_a_bad_image_fails_only_its_own_request(server, data):
 def test_the_batcher_isolates_an_image_the_engine_fails_on():
     import asyncio
 
-    from segx.apps.serving.app import Batcher
+    from segx.apps.serving.batcher import Batcher
 
     def engine(batch):  # N x 3 x h x w -> N x h x w class ids; fails on a row holding 7
         if (batch[:, 0, 0, 0] == 7).any():

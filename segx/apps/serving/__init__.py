@@ -1,1 +1,3 @@
-"""The prediction server: the HTTP app and the checks on untrusted request input."""
+"""The prediction server (``segx --serve``): the HTTP app (``app``), batching for its one
+engine thread (``batcher``), the memory budget of requests in flight (``budget``) and the checks
+on untrusted request bytes and URLs (``untrusted``)."""
