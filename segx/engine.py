@@ -18,6 +18,7 @@ from segx.config import Config, schema
 from segx.errors import ConfigError, SegxError
 from segx.fileio import write_json
 from segx.registry import load_model_config
+from segx.runs import RunFolder
 
 # mode -> "module:function"; handlers take a Config and return the result dict
 MODES: dict[str, str] = {
@@ -49,7 +50,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if output.exists() and not output.is_dir():
         raise ConfigError(f"Global.output='{output}' is a file, not a folder.",
                           solution="pass a folder for the outputs (it is created if missing).")
-    result_path = output / f"{mode}_result.json"
+    result_path = RunFolder(output).result(mode)
     try:
         result = {"done_flag": True, **(_handler(mode)(cfg) or {})}
     except SegxError as exc:
@@ -82,7 +83,8 @@ def _write_failure(path: Path, exc: BaseException) -> None:
     """The reference failure record, beside a result it must not replace."""
     old = _read_json(path) if path.exists() else None
     if path.exists() and not (isinstance(old, dict) and old.get("err_type")):
-        path = path.with_name(path.name.replace(".json", ".failed.json"))
+        mode = path.name.removesuffix(RunFolder.result_name(""))
+        path = RunFolder(path.parent).failed_result(mode)
     write_json(path, {"done_flag": False, "err_type": type(exc).__name__, "err_msg": str(exc)})
 
 

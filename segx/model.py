@@ -19,6 +19,7 @@ from segx.errors import ConfigError, WeightsError
 from segx.evaluation import class_map
 from segx.inputs import InputError, expand, read_input
 from segx.result import SegResult
+from segx.runs import RunFolder
 from segx.tta import NO_TTA, TTA, scores
 
 
@@ -28,14 +29,15 @@ def locate(model: str | Path) -> tuple[Path | None, Path | None]:
     path = Path(str(model)).expanduser()
     if path.is_file() and path.suffix == ".pdparams":
         return None, path
-    for cand in (path, path / "best_model" / "inference", path / "inference"):
+    run = RunFolder(path)
+    for cand in (path, run.best_inference, run.inference):
         if (cand / "inference.yml").is_file():
             refuse_pir(cand)
             return cand, None
-    if (path / "best_model" / "model.pdparams").is_file():
+    if run.best_weights.is_file():
         raise WeightsError(f"the training run '{path}' has no exported model "
                            "(best_model/inference).",
-                           solution=f"pass {path / 'best_model' / 'model.pdparams'} to predict "
+                           solution=f"pass {run.best_weights} to predict "
                                     "with the dynamic graph, or export it (Global.mode=export).")
     if path.is_file():
         raise WeightsError(f"'{path}' is a file, but not a .pdparams of a training run.",

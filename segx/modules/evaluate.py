@@ -23,7 +23,7 @@ from segx.eval_report import WorstImages, write_report
 from segx.evaluation import confusion_png, evaluate_samples
 from segx.model import SegModel
 from segx.preprocess import preprocessor
-from segx.runs import build_network, class_names, default_weights, run_config
+from segx.runs import RunFolder, build_network, class_names, default_weights, run_config
 from segx.tta import TTA
 
 MAX_WORST = 200  # gallery size limit: thumbnails in memory and on disk grow with it
@@ -46,10 +46,10 @@ def run(cfg: Config) -> dict:
                             on_image=worst)
     seconds = time.perf_counter() - t0
     m = conf.metrics(names)
-    out = Path(cfg.get("Global.output"))
-    confusion_png(conf.matrix, names, out / "evaluate" / "confusion_matrix.png")
+    out = RunFolder(cfg.get("Global.output"))
+    confusion_png(conf.matrix, names, out.evaluate_confusion)
     engine_name, precision = engine.rsplit("-", 1)
-    page = write_report(out / "evaluate" / "report.html",
+    page = write_report(out.evaluate_report,
                         {"model": model_name, "weights": what, "engine": engine_name,
                          "precision": precision, "split": split, "seconds": seconds,
                          "options": str(tta.as_dict())}, m, conf.matrix, names, worst, pairs,
@@ -58,8 +58,8 @@ def run(cfg: Config) -> dict:
     print(f"report: {page} (open it in a browser)")
     return {"metrics": {k: m[k] for k in ("mIoU", "Acc", "Kappa", "Dice")},
             "per_class": m["per_class"], "confusion_matrix": conf.matrix.tolist(),
-            "confusion_matrix_png": "evaluate/confusion_matrix.png",
-            "report": "evaluate/report.html", "split": split,
+            "confusion_matrix_png": out.relative(out.evaluate_confusion),
+            "report": out.relative(out.evaluate_report), "split": split,
             "engine": engine_name, "precision": precision,
             "worst_images": [{"image": str(pairs[w.index][0]), "mIoU": w.miou,
                               "rank": k} for k, w in enumerate(worst.ranked(), 1)],
