@@ -4,7 +4,9 @@ A run folder holds ``config.yaml`` (the effective config, with ``Train.num_class
 ``Train.class_names`` filled in, and its schema version), ``best_model/`` and ``iter_N/`` folders.
 The network and the class list always come from that ``config.yaml``, never from a model's
 defaults; configs written by older segx versions are upgraded when read, and PaddleX/PaddleSeg
-runs (their PaddleSeg-format config.yaml) are converted (:mod:`segx.interop`).
+runs (their PaddleSeg-format config.yaml) are converted (:mod:`segx.interop`). Every file name
+of a run folder (what train, evaluate, export and the result records write) is spelled once, in
+:class:`RunFolder`; foundation modules, below this one, name none of them.
 """
 from __future__ import annotations
 
