@@ -69,6 +69,14 @@ def max_diff(own, ref, shape, train: bool = False, relative: bool = False) -> fl
                for p, q in zip(a, b))
 
 
+def planted_logit_diff(arch: dict, shape, relative: bool = False) -> float:
+    """With a forward-only change planted in segx's module: both models of ``arch`` hold the
+    same tensors (only the logits can tell) and :func:`max_diff` of their logits."""
+    own, ref = loaded_pair(arch)
+    assert structure(own) == structure(ref)
+    return max_diff(own, ref, shape, relative=relative)
+
+
 def assert_backbone_keys_load(ours: dict, ref: dict, archs=()) -> None:
     """segx's backbone state dict ``ours`` has paddleseg's ``ref`` keys and shapes in order,
     and a model built from each of ``archs`` loads every tensor of ``ref`` as its backbone."""
