@@ -55,7 +55,8 @@ def make_data(root: Path) -> Path:
 
 def check_dataset(root: Path, out: Path, *overrides: str) -> dict:
     """Run check_dataset in-process on ``root`` (PP-LiteSeg-T's config, ``-o`` style
-    ``overrides``); returns the written report, whether the check passed or failed."""
+    ``overrides``); returns the report this run wrote, whether the check passed or failed (a
+    failure beside an earlier result goes to ``check_dataset_result.failed.json``)."""
     from segx.engine import run
     from segx.errors import DatasetError
     from segx.registry import load_model_config
@@ -65,4 +66,6 @@ def check_dataset(root: Path, out: Path, *overrides: str) -> dict:
         run(cfg)
     except DatasetError:
         pass
-    return json.loads((out / "check_dataset_result.json").read_text())
+    written = [p for p in (out / "check_dataset_result.json",
+                           out / "check_dataset_result.failed.json") if p.is_file()]
+    return json.loads(max(written, key=lambda p: p.stat().st_mtime_ns).read_text())
