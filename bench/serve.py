@@ -100,6 +100,24 @@ def mixed_load(rng, site_url: str) -> list[dict]:
     return [items[k] for k in rng.permutation(len(items))]
 
 
+def free_port() -> int:
+    """A loopback port no one listens on (at the time of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, pause: float) -> None:
+    """Poll ``url``/health every ``pause`` seconds until the server answers."""
+    import httpx
+    while True:
+        try:
+            httpx.get(f"{url}/health")
+            return
+        except httpx.HTTPError:
+            time.sleep(pause)
+
+
 def memory_check(run: Path, budget_mb: float, engine: str = "auto") -> None:
     import collections
     import subprocess
@@ -127,19 +145,12 @@ def memory_check(run: Path, budget_mb: float, engine: str = "auto") -> None:
                 pass
     site = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
     threading.Thread(target=site.serve_forever, daemon=True).start()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(run / "inference"), str(port),
                              str(budget_mb), engine], cwd=Path(__file__).resolve().parents[1])
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                httpx.get(f"{url}/health")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_healthy(url, 0.2)
         with httpx.Client(timeout=300) as client:
             client.post(f"{url}/semantic-segmentation",
                         json={"image": base64.b64encode(jpeg(rng, 256, 256)).decode()})
@@ -203,20 +214,13 @@ def main() -> None:
 
         config = load_pipeline_config("semantic_segmentation", model=str(run / "inference"),
                                       device="cpu")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
                                                log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{port}"
-        while True:
-            try:
-                httpx.get(f"{url}/health")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(url, 0.1)
         print(f"PP-LiteSeg-T, {args.size}x{args.size}, {args.images} images, CPU")
         print(f"direct predictor      : {direct:6.2f} images/s")
         with httpx.Client(timeout=120) as client:

@@ -1,16 +1,18 @@
 """What several test files share: the repository's paths, running the CLI in a subprocess, a
-short training command and the small demo dataset. Fixtures and hooks stay in conftest.py;
+short training command, the small demo dataset and an in-process check_dataset run. Fixtures and hooks stay in conftest.py;
 tests import these with ``from helpers import ...``."""
 from __future__ import annotations
 
 import zlib  # noqa: F401  (before paddle)
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["ITERS", "ROOT", "SHARED", "TRANSFORMS", "base_args", "make_data", "run_cli"]
+__all__ = ["ITERS", "ROOT", "SHARED", "TRANSFORMS", "base_args", "check_dataset", "make_data",
+           "run_cli"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -49,3 +51,21 @@ def make_data(root: Path) -> Path:
             p = root / sub / f"{stem}.{ext}"
             Image.open(p).resize(size, mode).save(p)
     return root
+
+
+def check_dataset(root: Path, out: Path, *overrides: str) -> dict:
+    """Run check_dataset in-process on ``root`` (PP-LiteSeg-T's config, ``-o`` style
+    ``overrides``); returns the report this run wrote, whether the check passed or failed (a
+    failure beside an earlier result goes to ``check_dataset_result.failed.json``)."""
+    from segx.modules.table import run
+    from segx.utils.errors import DatasetError
+    from segx.zoo.registry import load_model_config
+    cfg = load_model_config("PP-LiteSeg-T", [f"Global.dataset_dir={root}", f"Global.output={out}",
+                                             "CheckDataset.num_workers=1", *overrides])
+    try:
+        run(cfg)
+    except DatasetError:
+        pass
+    written = [p for p in (out / "check_dataset_result.json",
+                           out / "check_dataset_result.failed.json") if p.is_file()]
+    return json.loads(max(written, key=lambda p: p.stat().st_mtime_ns).read_text())

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from helpers import SHARED, run_cli
+from helpers import check_dataset as check  # also imported from here by other tests
 from segx.zoo.registry import load_model_config as load_config
 from segx.modules.table import run
 from segx.utils.errors import DatasetError
@@ -42,17 +43,6 @@ def make_dataset(root: Path, n_train=4, n_val=2, hw=(24, 32), ids=(0, 1, 2), lab
 def digest(root: Path) -> dict:
     return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def check(root: Path, out: Path, *overrides: str) -> dict:
-    """Run check_dataset in-process; returns the written report (pass or fail)."""
-    cfg = load_config("PP-LiteSeg-T", [f"Global.dataset_dir={root}", f"Global.output={out}",
-                                       "CheckDataset.num_workers=1", *overrides])
-    try:
-        run(cfg)
-    except DatasetError:
-        pass
-    return json.loads((out / "check_dataset_result.json").read_text())
 
 
 def codes(report: dict, severity: str = "error") -> set[str]:

@@ -66,20 +66,22 @@ def _tiff(folder: Path, arr: np.ndarray) -> Path:
     return path
 
 
-def _int32(value: int):
+def _tiff_with(dtype, background, value):
+    """A writer of a 32 x 32 TIFF of ``dtype`` filled with ``background`` but for one pixel
+    holding ``value``."""
     def write(folder: Path) -> Path:
-        arr = np.zeros((32, 32), np.int32)
+        arr = np.full((32, 32), background, dtype)
         arr[5, 5] = value
         return _tiff(folder, arr)
     return write
+
+
+def _int32(value: int):
+    return _tiff_with(np.int32, 0, value)
 
 
 def _float32(value: float):
-    def write(folder: Path) -> Path:
-        arr = np.ones((32, 32), np.float32)
-        arr[5, 5] = value
-        return _tiff(folder, arr)
-    return write
+    return _tiff_with(np.float32, 1, value)
 
 
 def _many_ids(folder: Path) -> Path:

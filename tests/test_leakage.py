@@ -3,7 +3,6 @@ pictures, and fix_leakage moves each group into one split as one unit."""
 from __future__ import annotations
 
 import io
-import json
 import shutil
 from pathlib import Path
 
@@ -11,14 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from helpers import check_dataset
 from segx.data import leakage
 from segx.data.analyse import analyse
 from segx.data.layout import read_layout
 from segx.data.leakage import find_leakage, near_pairs
-from segx.modules.table import run
-from segx.utils.errors import DatasetError
 from segx.utils.html_page import esc
-from segx.zoo.registry import load_model_config as load_config
 
 NAMES = ["background", "<script>alert(1)</script>", "disc & box", "sign"]
 W, H = 160, 120
@@ -152,16 +149,6 @@ def test_blocked_search_equals_brute_force(monkeypatch):
     assert near_pairs(hashes, 5, limit=10) == (found[:10], True)
 
 
-def _check(root: Path, out: Path, *overrides: str) -> dict:
-    cfg = load_config("PP-LiteSeg-T", [f"Global.dataset_dir={root}", f"Global.output={out}",
-                                       "CheckDataset.num_workers=1", *overrides])
-    try:
-        run(cfg)
-    except DatasetError:
-        pass
-    return json.loads((out / "check_dataset_result.json").read_text())
-
-
 def _lines(root: Path) -> dict[str, list[str]]:
     return {sp: (root / f"{sp}.txt").read_text().split("\n") for sp in ("train", "val", "test")}
 
@@ -170,7 +157,7 @@ def test_fix_moves_each_group_into_one_split(tmp_path):
     root, planted = make_leaky_dataset(tmp_path / "data")
     before = _lines(root)
     twin = shutil.copytree(root, tmp_path / "twin")
-    report = _check(root, tmp_path / "out", "CheckDataset.fix_leakage=True")
+    report = check_dataset(root, tmp_path / "out", "CheckDataset.fix_leakage=True")
     fix = report["leakage_fix"]
     page = (tmp_path / "out" / "check_dataset" / "report.html").read_text()
     assert "Fixes written" in page and all(esc(b) in page for b in fix["backups"].values())
@@ -186,7 +173,7 @@ def test_fix_moves_each_group_into_one_split(tmp_path):
     assert split_of["frame_0.jpg"] == "test"  # the test set never loses an image
     assert not report["leakage"]["groups_across_splits"]
     assert "duplicate_across_splits" not in {p["code"] for p in report["problems"]}
-    _check(twin, tmp_path / "out2", "CheckDataset.fix_leakage=True")
+    check_dataset(twin, tmp_path / "out2", "CheckDataset.fix_leakage=True")
     assert _lines(twin) == after  # seeded: the same moves again
 
 
@@ -197,14 +184,14 @@ def test_a_fix_that_would_empty_val_is_refused(tmp_path):
     (root / "test.txt").write_text("images/d00.jpg annotations/d00.png\n")
     (root / "train.txt").write_text("\n".join(r for r in rows if "d00.jpg" not in r))
     before = _lines(root)
-    report = _check(root, tmp_path / "out", "CheckDataset.fix_leakage=True")
+    report = check_dataset(root, tmp_path / "out", "CheckDataset.fix_leakage=True")
     assert "no samples" in report["err_msg"] and _lines(root) == before
     assert not list(root.glob("*.bak*"))
 
 
 def test_leakage_can_be_switched_off(tmp_path):
     root, _ = make_leaky_dataset(tmp_path / "data")
-    report = _check(root, tmp_path / "out", "CheckDataset.leakage=False")
+    report = check_dataset(root, tmp_path / "out", "CheckDataset.leakage=False")
     assert "leakage" not in report
     assert not {p["code"] for p in report["problems"]} & {
         "duplicate_across_splits", "near_duplicate_across_splits", "conflicting_labels"}
@@ -213,5 +200,5 @@ def test_leakage_can_be_switched_off(tmp_path):
 @pytest.mark.parametrize("value", [-1, 97])
 def test_a_threshold_out_of_range_is_refused(tmp_path, value):
     root, _ = make_leaky_dataset(tmp_path / "data")
-    report = _check(root, tmp_path / "out", f"CheckDataset.near_dup_threshold={value}")
+    report = check_dataset(root, tmp_path / "out", f"CheckDataset.near_dup_threshold={value}")
     assert "near_dup_threshold" in report["err_msg"]

@@ -13,11 +13,15 @@ import pytest
 paddle = pytest.importorskip("paddle")
 pytest.importorskip("paddleseg")
 
+from net_parity import (  # noqa: E402
+    assert_backbone_keys_load, assert_export_matches_dynamic, both, loaded_pair, max_diff,
+    outputs, planted_logit_diff, random_state, structure)
+from net_parity import arch_of as zoo_arch  # noqa: E402
 from segx import backend  # noqa: E402
 from segx.backend import nets  # noqa: E402
 from segx.backend.nets import deeplab, resnet_vd  # noqa: E402
 from segx.utils.errors import SegxError  # noqa: E402
-from segx.zoo.registry import list_models, load_model_config  # noqa: E402
+from segx.zoo.registry import list_models  # noqa: E402
 
 SLOW = pytest.mark.slow  # over ~30 M parameters
 ZOO = [pytest.param("Deeplabv3_Plus-R50"),
@@ -38,52 +42,11 @@ SIZES = [(1, 3, 64, 64), (1, 3, 70, 90)]
 
 
 def arch_of(name: str) -> dict:
-    return SMALL[name] if name in SMALL else load_model_config(name)["Arch"]
-
-
-def both(name: str, classes: int = 5):
-    arch = arch_of(name)
-    return backend.build_model(arch, classes), backend.build_model(arch, classes, True)
-
-
-def random_state(ref, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    state = {}
-    for key, value in ref.state_dict().items():
-        arr = rng.normal(0, 0.2, value.shape).astype("float32")
-        state[key] = np.abs(arr) + 0.5 if key.endswith("_variance") else arr
-    return state
-
-
-def structure(model) -> list:
-    """(key, shape, dtype, parameter name, frozen, learning rate) for every tensor."""
-    rows = []
-    for key, t in model.state_dict().items():
-        lr = t.optimize_attr.get("learning_rate") if hasattr(t, "optimize_attr") else None
-        rows.append((key, list(t.shape), str(t.dtype), t.name, bool(t.stop_gradient), lr))
-    return rows
-
-
-def outputs(model, shape, train: bool = False) -> list:
-    x = paddle.to_tensor(np.random.default_rng(1).normal(0, 1, shape).astype("float32"))
-    model.train() if train else model.eval()
-    paddle.seed(7)  # the same dropout mask for both models in training mode
-    with paddle.no_grad():
-        return [t.numpy() for t in model(x)]
+    return SMALL[name] if name in SMALL else zoo_arch(name)
 
 
 def rel_diff(own, ref, shape, train: bool = False) -> float:
-    a, b = outputs(own, shape, train), outputs(ref, shape, train)
-    assert [t.shape for t in a] == [t.shape for t in b]
-    return max(float(np.abs(p - q).max()) / max(1.0, float(np.abs(q).max()))
-               for p, q in zip(a, b))
-
-
-def loaded_pair(name: str):
-    own, ref = both(name)
-    state = random_state(ref)
-    assert backend.set_state(own, state) == [] and backend.set_state(ref, state) == []
-    return own, ref
+    return max_diff(own, ref, shape, train, relative=True)
 
 
 def test_zoo_deeplab_models_are_segx_owned_and_the_switch_turns_them_off(monkeypatch):
@@ -100,7 +63,7 @@ def test_zoo_deeplab_models_are_segx_owned_and_the_switch_turns_them_off(monkeyp
 
 @pytest.mark.parametrize("name", ZOO + list(SMALL))
 def test_same_tensors_and_parameter_counts(name):
-    own, ref = both(name)
+    own, ref = both(arch_of(name))
     assert structure(own) == structure(ref)
     assert backend.count_params(own) == backend.count_params(ref)
 
@@ -108,7 +71,7 @@ def test_same_tensors_and_parameter_counts(name):
 @pytest.mark.parametrize("name", [pytest.param(p.values[0], marks=SLOW) for p in ZOO]
                          + list(SMALL))  # a zoo model's two sizes and training: over 5 s
 def test_same_logits_for_the_same_weights(name):
-    own, ref = loaded_pair(name)
+    own, ref = loaded_pair(arch_of(name))
     for shape in SIZES:  # evaluation first: training updates the BatchNorm statistics
         assert rel_diff(own, ref, shape) <= 1e-5
     train = outputs(own, SIZES[1], train=True)
@@ -180,20 +143,14 @@ def test_imagenet_backbone_names_match_paddleseg(factory):
     them, and a model built on it loads every tensor of such a checkpoint."""
     from paddleseg.models import backbones
     ref = getattr(backbones, factory)().state_dict()
-    ours = getattr(resnet_vd, factory)().state_dict()
-    assert [(k, list(v.shape)) for k, v in ours.items()] == \
-        [(k, list(v.shape)) for k, v in ref.items()]
     arch = {"type": "DeepLabV3", "backbone": {"type": factory}, "aspp_out_channels": 16}
-    model = backend.build_model(arch, 3)
-    loaded, skipped = backend.load_matching(
-        model, {f"backbone.{k}": v.numpy() for k, v in ref.items()})
-    assert (loaded, skipped) == (len(ref), [])
+    assert_backbone_keys_load(getattr(resnet_vd, factory)().state_dict(), ref, [arch])
 
 
 def test_planted_structure_change_is_caught(monkeypatch):
     """The decoder's low-level reduction to 32 channels instead of 48."""
     monkeypatch.setattr(deeplab, "DECODER_LOW_CHANNELS", 32)
-    own, ref = both("V3P-R18-os8-grid")
+    own, ref = both(arch_of("V3P-R18-os8-grid"))
     assert structure(own) != structure(ref)
 
 
@@ -225,9 +182,7 @@ def planted_image_pool_corners(monkeypatch):
                                    planted_image_pool_corners])
 def test_planted_forward_change_is_caught(monkeypatch, plant):
     plant(monkeypatch)
-    own, ref = loaded_pair("V3P-R18-os8-grid")
-    assert structure(own) == structure(ref)  # same tensors: only the logits can tell
-    assert rel_diff(own, ref, SIZES[1]) > 1e-3
+    assert planted_logit_diff(arch_of("V3P-R18-os8-grid"), SIZES[1], relative=True) > 1e-3
 
 
 @pytest.mark.parametrize("arch, words", [
@@ -267,13 +222,5 @@ def test_decoder_follows_aspp_out_channels():
 
 @SLOW  # ~10 s
 def test_static_export_matches_dynamic(tmp_path):
-    from segx.backend.predictor import PaddleInference, export_static, predict_logits
-    model = backend.build_model(arch_of("V3P-R18-os8-grid"), 4)
-    assert type(model).__module__ == "segx.backend.nets.deeplab"
-    model.set_state_dict(random_state(model))
-    export_static(model, tmp_path / "inference", None, "none")
-    engine = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
-    for shape in SIZES:
-        probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
-        want = predict_logits(model, probe)
-        np.testing.assert_allclose(engine(probe), want, atol=1e-4 * max(1, np.abs(want).max()))
+    assert_export_matches_dynamic(arch_of("V3P-R18-os8-grid"), "segx.backend.nets.deeplab",
+                                  tmp_path, SIZES, atol=1e-4, scaled=True)

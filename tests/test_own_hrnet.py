@@ -13,11 +13,13 @@ import pytest
 paddle = pytest.importorskip("paddle")
 pytest.importorskip("paddleseg")
 
+from net_parity import (  # noqa: E402
+    arch_of, assert_backbone_keys_load, assert_export_matches_dynamic, both, loaded_pair,
+    outputs, structure)
 from segx import backend  # noqa: E402
 from segx.backend import nets  # noqa: E402
 from segx.backend.nets import hrnet, ocrnet  # noqa: E402
 from segx.utils.errors import ConfigError  # noqa: E402
-from test_own_networks import arch_of, random_state, structure  # noqa: E402
 
 # the W48 models have 66-70 M parameters: slow
 MODELS = ["OCRNet_HRNet-W18", "FCN_HRNet-W18",
@@ -32,20 +34,8 @@ _BUILT: dict = {}
 def pair(name: str, arch: dict | None = None, classes: int = 5):
     """(segx's model, paddleseg's model) with the same random weights; built once per name."""
     if name not in _BUILT:
-        arch = arch or arch_of(name)
-        own, ref = backend.build_model(arch, classes), backend.build_model(arch, classes, True)
-        state = random_state(ref)
-        assert backend.set_state(own, state) == [] and backend.set_state(ref, state) == []
-        _BUILT[name] = own, ref
+        _BUILT[name] = loaded_pair(arch or arch_of(name), classes)
     return _BUILT[name]
-
-
-def outputs(model, shape, train: bool = False) -> list:
-    x = paddle.to_tensor(np.random.default_rng(1).normal(0, 1, shape).astype("float32"))
-    model.train() if train else model.eval()
-    paddle.seed(7)  # the same dropout masks in training mode
-    with paddle.no_grad():
-        return [t.numpy() for t in model(x)]
 
 
 def assert_same_outputs(own, ref, shape, train: bool = False):
@@ -157,13 +147,9 @@ def test_imagenet_backbone_keys_load_one_for_one(factory):
         ref = getattr(ps, factory)().state_dict()
     with paddle.utils.unique_name.guard():
         ours = getattr(hrnet, factory)().state_dict()
-    assert [(k, list(v.shape)) for k, v in ours.items()] == \
-        [(k, list(v.shape)) for k, v in ref.items()]
-    start = {f"backbone.{k}": v.numpy() for k, v in ref.items()}
     width = factory.rsplit("W", 1)[1]
-    for model in (f"OCRNet_HRNet-W{width}", f"FCN_HRNet-W{width}"):
-        loaded, skipped = backend.load_matching(backend.build_model(arch_of(model), 3), start)
-        assert (loaded, skipped) == (len(ref), [])
+    assert_backbone_keys_load(ours, ref, [arch_of(f"{family}_HRNet-W{width}")
+                                          for family in ("OCRNet", "FCN")])
 
 
 # ---- planted differences: each must make a check above fail -------------------------------
@@ -176,8 +162,7 @@ def test_planted_block_kernel_is_caught(monkeypatch):
         real(self, cin, cout, has_se, same)
         self.conv2 = hrnet.ConvBN(cout, cout, 1, bias_attr=False)
     monkeypatch.setattr(hrnet.Basic, "__init__", init)
-    arch = arch_of("FCN_HRNet-W18")
-    own, ref = backend.build_model(arch, 5), backend.build_model(arch, 5, True)
+    own, ref = both(arch_of("FCN_HRNet-W18"))
     assert structure(own) != structure(ref)
 
 
@@ -221,14 +206,5 @@ def test_static_export_matches_dynamic(tmp_path):
     """Dynamic batch and size survive the export (reshapes keep the batch dimension as 0).
     Random weights give logits in the thousands: the tolerance is relative to their scale
     (the engine fuses conv and BatchNorm, which rounds differently)."""
-    from segx.backend.predictor import PaddleInference, export_static, predict_logits
-    model = backend.build_model(arch_of("OCRNet_HRNet-W18"), 4)
-    assert type(model).__module__ == "segx.backend.nets.ocrnet"
-    model.set_state_dict(random_state(model))
-    export_static(model, tmp_path / "inference", None, "none")
-    engine = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
-    for shape in SIZES:
-        probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
-        want = predict_logits(model, probe)
-        np.testing.assert_allclose(engine(probe), want, rtol=0,
-                                   atol=1e-5 * max(1.0, float(np.abs(want).max())))
+    assert_export_matches_dynamic(arch_of("OCRNet_HRNet-W18"), "segx.backend.nets.ocrnet",
+                                  tmp_path, SIZES, atol=1e-5, rtol=0, scaled=True)

@@ -12,58 +12,20 @@ import pytest
 paddle = pytest.importorskip("paddle")
 pytest.importorskip("paddleseg")
 
+from net_parity import (  # noqa: E402
+    arch_of, assert_backbone_keys_load, assert_export_matches_dynamic, both, loaded_pair,
+    max_diff, planted_logit_diff, structure)
 from segx import backend  # noqa: E402
 from segx.backend import nets  # noqa: E402
 from segx.backend.nets import pp_liteseg, stdc  # noqa: E402
 from segx.backend.optim import build_losses  # noqa: E402
-from segx.zoo.registry import load_model_config  # noqa: E402
 
 OWN_MODELS = ["PP-LiteSeg-T", "PP-LiteSeg-B"]
 SIZES = [(1, 3, 64, 96), (1, 3, 70, 90)]
 
 
-def arch_of(name: str) -> dict:
-    return load_model_config(name)["Arch"]
-
-
-def both(name: str, classes: int = 5):
-    arch = arch_of(name)
-    own, ref = backend.build_model(arch, classes), backend.build_model(arch, classes, True)
-    return own, ref
-
-
-def random_state(ref, seed: int = 0) -> dict:
-    """Random weights for every tensor (variances positive) so no layer is a no-op."""
-    rng = np.random.default_rng(seed)
-    state = {}
-    for key, value in ref.state_dict().items():
-        arr = rng.normal(0, 0.2, value.shape).astype("float32")
-        state[key] = np.abs(arr) + 0.5 if key.endswith("_variance") else arr
-    return state
-
-
-def structure(model) -> list:
-    """(key, shape, dtype, parameter name, trainable, learning rate) for every tensor."""
-    rows = []
-    for key, t in model.state_dict().items():
-        lr = getattr(t, "optimize_attr", {}).get("learning_rate") if hasattr(t, "optimize_attr") \
-            else None
-        rows.append((key, list(t.shape), str(t.dtype), t.name, bool(t.stop_gradient), lr))
-    return rows
-
-
-def max_logit_diff(own, ref, shape, train: bool = False) -> float:
-    x = paddle.to_tensor(np.random.default_rng(1).normal(0, 1, shape).astype("float32"))
-    for m in (own, ref):
-        m.train() if train else m.eval()
-    with paddle.no_grad():
-        a, b = own(x), ref(x)
-    assert [list(t.shape) for t in a] == [list(t.shape) for t in b]
-    return max(float(np.abs(p.numpy() - q.numpy()).max()) for p, q in zip(a, b))
-
-
 def test_owned_models_come_from_segx_and_the_switch_turns_them_off(monkeypatch):
-    own, ref = both("PP-LiteSeg-T")
+    own, ref = both(arch_of("PP-LiteSeg-T"))
     assert type(own).__module__ == "segx.backend.nets.pp_liteseg"
     assert type(own.backbone).__module__ == "segx.backend.nets.stdc"
     assert type(ref).__module__.startswith("paddleseg.")
@@ -80,33 +42,25 @@ def test_owned_models_come_from_segx_and_the_switch_turns_them_off(monkeypatch):
 
 @pytest.mark.parametrize("name", OWN_MODELS)
 def test_same_tensors_and_parameter_counts(name):
-    own, ref = both(name)
+    own, ref = both(arch_of(name))
     assert structure(own) == structure(ref)
     assert backend.count_params(own) == backend.count_params(ref)
 
 
 @pytest.mark.parametrize("name", OWN_MODELS)
 def test_same_logits_for_the_same_weights(name):
-    own, ref = both(name)
-    state = random_state(ref)
-    assert backend.set_state(own, state) == [] and backend.set_state(ref, state) == []
+    own, ref = loaded_pair(arch_of(name))
     for shape in SIZES:
-        assert max_logit_diff(own, ref, shape) <= 1e-5
-        assert max_logit_diff(own, ref, shape, train=True) <= 1e-5
+        assert max_diff(own, ref, shape) <= 1e-5
+        assert max_diff(own, ref, shape, train=True) <= 1e-5
 
 
 def test_imagenet_backbone_names_match_segx_stdc():
     """The official backbone-only checkpoint holds STDCNet's keys (``features.*``): segx's
     STDC1 has exactly paddleseg's, so ``Train.pretrained=imagenet`` loads every tensor."""
     from paddleseg.models.backbones import STDC1
-    ref = STDC1().state_dict()
-    ours = stdc.STDC1().state_dict()
-    assert [(k, list(v.shape)) for k, v in ours.items()] == \
-        [(k, list(v.shape)) for k, v in ref.items()]
-    model = backend.build_model(arch_of("PP-LiteSeg-T"), 3)
-    loaded, skipped = backend.load_matching(
-        model, {f"backbone.{k}": v.numpy() for k, v in ref.items()})
-    assert (loaded, skipped) == (len(ref), [])
+    assert_backbone_keys_load(stdc.STDC1().state_dict(), STDC1().state_dict(),
+                              [arch_of("PP-LiteSeg-T")])
 
 
 def planted_kernel(monkeypatch):
@@ -140,18 +94,14 @@ def planted_pool(monkeypatch):
 
 def test_planted_kernel_change_is_caught(monkeypatch):
     planted_kernel(monkeypatch)
-    own, ref = both("PP-LiteSeg-T")
+    own, ref = both(arch_of("PP-LiteSeg-T"))
     assert structure(own) != structure(ref)
 
 
 @pytest.mark.parametrize("plant", [planted_align_corners, planted_pool])
 def test_planted_forward_change_is_caught(monkeypatch, plant):
     plant(monkeypatch)
-    own, ref = both("PP-LiteSeg-T")
-    assert structure(own) == structure(ref)  # same tensors: only the logits can tell
-    state = random_state(ref)
-    backend.set_state(own, state), backend.set_state(ref, state)
-    assert max_logit_diff(own, ref, SIZES[1]) > 1e-3
+    assert planted_logit_diff(arch_of("PP-LiteSeg-T"), SIZES[1]) > 1e-3
 
 
 LOSS_SPECS = [
@@ -207,12 +157,5 @@ def test_loss_casts_where_paddle3_refuses_mixed_dtypes(monkeypatch):
 
 
 def test_static_export_matches_dynamic(tmp_path):
-    from segx.backend.predictor import PaddleInference, export_static, predict_logits
-    model = backend.build_model(arch_of("PP-LiteSeg-T"), 4)
-    assert type(model).__module__ == "segx.backend.nets.pp_liteseg"
-    model.set_state_dict(random_state(model))
-    export_static(model, tmp_path / "inference", None, "none")
-    engine = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
-    for shape in SIZES:
-        probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
-        np.testing.assert_allclose(engine(probe), predict_logits(model, probe), atol=1e-4)
+    assert_export_matches_dynamic(arch_of("PP-LiteSeg-T"), "segx.backend.nets.pp_liteseg",
+                                  tmp_path, SIZES, atol=1e-4)

@@ -13,9 +13,11 @@ import pytest
 paddle = pytest.importorskip("paddle")
 pytest.importorskip("paddleseg")
 
+from net_parity import (  # noqa: E402
+    arch_of, assert_backbone_keys_load, assert_export_matches_dynamic, both, loaded_pair,
+    max_diff, outputs, planted_logit_diff, structure)
 from segx import backend  # noqa: E402
 from segx.backend.nets import mix_transformer, segformer  # noqa: E402
-from segx.zoo.registry import load_model_config  # noqa: E402
 
 SMALL = ["SegFormer-B0", "SegFormer-B1", "SegFormer-B2"]
 LARGE = ["SegFormer-B3", "SegFormer-B4", "SegFormer-B5"]  # 45-85 M parameters
@@ -23,58 +25,9 @@ SIZES = [(1, 3, 64, 64), (1, 3, 70, 90)]
 ALL = SMALL + [pytest.param(n, marks=pytest.mark.slow) for n in LARGE]
 
 
-def arch_of(name: str) -> dict:
-    return load_model_config(name)["Arch"]
-
-
-def both(name: str, classes: int = 5):
-    arch = arch_of(name)
-    return backend.build_model(arch, classes), backend.build_model(arch, classes, True)
-
-
-def random_state(ref, seed: int = 0) -> dict:
-    """Random weights for every tensor (variances positive) so no layer is a no-op."""
-    rng = np.random.default_rng(seed)
-    state = {}
-    for key, value in ref.state_dict().items():
-        arr = rng.normal(0, 0.2, value.shape).astype("float32")
-        state[key] = np.abs(arr) + 0.5 if key.endswith("_variance") else arr
-    return state
-
-
-def structure(model) -> list:
-    """(key, shape, dtype, parameter name, trainable, learning rate) for every tensor."""
-    rows = []
-    for key, t in model.state_dict().items():
-        lr = t.optimize_attr.get("learning_rate") if hasattr(t, "optimize_attr") else None
-        rows.append((key, list(t.shape), str(t.dtype), t.name, bool(t.stop_gradient), lr))
-    return rows
-
-
-def run(model, shape, train: bool, seed: int = 7) -> list:
-    x = paddle.to_tensor(np.random.default_rng(1).normal(0, 1, shape).astype("float32"))
-    model.train() if train else model.eval()
-    paddle.seed(seed)
-    with paddle.no_grad():
-        return [t.numpy() for t in model(x)]
-
-
-def max_diff(own, ref, shape, train: bool = False) -> float:
-    a, b = run(own, shape, train), run(ref, shape, train)
-    assert [t.shape for t in a] == [t.shape for t in b]
-    return max(float(np.abs(p - q).max()) for p, q in zip(a, b))
-
-
-def with_weights(name: str):
-    own, ref = both(name)
-    state = random_state(ref)
-    assert backend.set_state(own, state) == [] and backend.set_state(ref, state) == []
-    return own, ref
-
-
 @pytest.mark.parametrize("name", SMALL + LARGE)
 def test_same_tensors_and_parameter_counts(name):
-    own, ref = both(name)
+    own, ref = both(arch_of(name))
     assert type(own).__module__ == "segx.backend.nets.segformer"
     assert type(own.backbone).__module__ == "segx.backend.nets.mix_transformer"
     assert type(ref).__module__.startswith("paddleseg.")
@@ -87,7 +40,7 @@ def test_same_tensors_and_parameter_counts(name):
 def test_same_logits_for_the_same_weights(name):
     """Eval and training (stochastic depth up to 0.1 and the head's 2-D dropout, drawn after
     the same seed): measured bit-identical for B0-B5."""
-    own, ref = with_weights(name)
+    own, ref = loaded_pair(arch_of(name))
     for shape in SIZES:
         assert max_diff(own, ref, shape) <= 1e-6
         assert max_diff(own, ref, shape, train=True) <= 1e-6
@@ -96,12 +49,12 @@ def test_same_logits_for_the_same_weights(name):
 def test_training_mode_is_random_and_eval_is_not():
     """The training comparison above is not vacuous: stochastic depth changes the output
     between seeds in training and never in evaluation."""
-    own, _ = with_weights("SegFormer-B0")
+    own, _ = loaded_pair(arch_of("SegFormer-B0"))
     drops = [b.drop_path.p for i in range(1, 5) for b in getattr(own.backbone, f"block{i}")]
     assert drops[0] == 0.0 and drops[-1] == pytest.approx(0.1) and drops == sorted(drops)
-    a, b = run(own, SIZES[0], True, seed=1)[0], run(own, SIZES[0], True, seed=2)[0]
+    a, b = outputs(own, SIZES[0], True, seed=1)[0], outputs(own, SIZES[0], True, seed=2)[0]
     assert float(np.abs(a - b).max()) > 1e-2
-    a, b = run(own, SIZES[0], False, seed=1)[0], run(own, SIZES[0], False, seed=2)[0]
+    a, b = outputs(own, SIZES[0], False, seed=1)[0], outputs(own, SIZES[0], False, seed=2)[0]
     assert float(np.abs(a - b).max()) == 0.0
 
 
@@ -149,13 +102,7 @@ def test_imagenet_backbone_names_match(size):
         ref = getattr(backbones, f"MixVisionTransformer_{size}")().state_dict()
     with paddle.utils.unique_name.guard():
         ours = getattr(mix_transformer, f"MixVisionTransformer_{size}")().state_dict()
-    assert [(k, list(v.shape)) for k, v in ours.items()] == \
-        [(k, list(v.shape)) for k, v in ref.items()]
-    if size == "B0":
-        model = backend.build_model(arch_of("SegFormer-B0"), 3)
-        loaded, skipped = backend.load_matching(
-            model, {f"backbone.{k}": v.numpy() for k, v in ref.items()})
-        assert (loaded, skipped) == (len(ref), [])
+    assert_backbone_keys_load(ours, ref, [arch_of("SegFormer-B0")] if size == "B0" else [])
 
 
 def planted_patch_norm_eps(monkeypatch):
@@ -187,9 +134,7 @@ def planted_align_corners(monkeypatch):
                                    planted_align_corners])
 def test_planted_forward_change_is_caught(monkeypatch, plant):
     plant(monkeypatch)
-    own, ref = with_weights("SegFormer-B0")
-    assert structure(own) == structure(ref)  # same tensors: only the logits can tell
-    assert max_diff(own, ref, SIZES[1]) > 1e-6
+    assert planted_logit_diff(arch_of("SegFormer-B0"), SIZES[1]) > 1e-6
 
 
 def test_planted_drop_path_schedule_is_caught_in_training_only(monkeypatch):
@@ -197,7 +142,7 @@ def test_planted_drop_path_schedule_is_caught_in_training_only(monkeypatch):
     unchanged, the seeded training comparison tells."""
     real = mix_transformer.drop_path_rates
     monkeypatch.setattr(mix_transformer, "drop_path_rates", lambda r, n: real(r, n)[::-1])
-    own, ref = with_weights("SegFormer-B0")
+    own, ref = loaded_pair(arch_of("SegFormer-B0"))
     assert max_diff(own, ref, SIZES[0]) == 0.0
     assert max_diff(own, ref, SIZES[0], train=True) > 1e-3
 
@@ -211,7 +156,7 @@ def test_planted_reduction_kernel_is_caught(monkeypatch):
         if self.sr_ratio > 1:
             self.sr = paddle.nn.Conv2D(dim, dim, 1, stride=self.sr_ratio)
     monkeypatch.setattr(mix_transformer.Attention, "__init__", init)
-    own, ref = both("SegFormer-B0")
+    own, ref = both(arch_of("SegFormer-B0"))
     assert structure(own) != structure(ref)
 
 
@@ -229,21 +174,14 @@ def test_config_arguments_are_checked_like_paddleseg():
 
 
 def test_static_export_matches_dynamic(tmp_path):
-    from segx.backend.predictor import PaddleInference, export_static, predict_logits
-    model = backend.build_model(arch_of("SegFormer-B0"), 4)
-    assert type(model).__module__ == "segx.backend.nets.segformer"
-    model.set_state_dict(random_state(model))
-    export_static(model, tmp_path / "inference", None, "none")
-    engine = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")
-    for shape in SIZES:
-        probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
-        np.testing.assert_allclose(engine(probe), predict_logits(model, probe), atol=1e-4)
+    assert_export_matches_dynamic(arch_of("SegFormer-B0"), "segx.backend.nets.segformer",
+                                  tmp_path, SIZES, atol=1e-4)
 
 
 def test_training_step_gradients_match():
     """One training-mode backward pass (stochastic depth and dropout from the same seed): every
     parameter gets paddleseg's gradient (none for BatchNorm's running statistics, in both)."""
-    own, ref = with_weights("SegFormer-B0")
+    own, ref = loaded_pair(arch_of("SegFormer-B0"))
     x = paddle.to_tensor(np.random.default_rng(1).normal(0, 1, SIZES[1]).astype("float32"))
     probe = paddle.to_tensor(np.random.default_rng(2).normal(0, 1, (1, 5, 70, 90)), "float32")
     grads = []

@@ -220,3 +220,33 @@ def test_create_model_has_an_explicit_signature_and_is_a_context_manager(run_dir
     with create_model(run_dir, device="cpu") as m:
         assert next(m.predict(data / "images" / "000.jpg")).pred.shape == (64, 64)
     assert m._pool._shutdown
+
+
+def test_one_batching_routine_groups_equal_sizes_in_input_order():
+    from segx.inference.evaluation import infer_by_size
+    inputs = [np.full((3, 4, 6), k, np.float32) for k in range(3)] + \
+        [np.full((3, 8, 6), 3, np.float32), np.full((3, 4, 6), 4, np.float32)]
+    calls = []
+
+    def predict(batch, ks):
+        calls.append((batch.shape, list(ks)))
+        return batch[:, 0, 0, 0]
+
+    got = {k: float(o) for ks, out, _ in infer_by_size(predict, inputs) for k, o in zip(ks, out)}
+    assert calls == [((4, 3, 4, 6), [0, 1, 2, 4]), ((1, 3, 8, 6), [3])]
+    assert got == {k: float(k) for k in range(5)}  # each output goes back to its own input
+
+
+def test_dynamic_graph_class_scores_agree_with_its_class_map(data):
+    """What evaluate asks for (class scores) and what predict uses (a class map in paddle) are
+    one model: the argmax of the scores is the map."""
+    from segx.imaging.images import read_image
+    from segx.api.model import SegModel
+    weights = Path(__file__).parent / "fixtures" / "run_v1" / "best_model" / "model.pdparams"
+    with SegModel(weights, device="cpu", class_scores=True) as scored, \
+            SegModel(weights, device="cpu") as plain:
+        img, _ = plain.preprocess(read_image(data / "images" / "000.jpg"))
+        batch = np.stack([img, img])
+        scores, labels = scored.infer(batch), plain.infer(batch)
+    assert scores.shape == (2, 3, *img.shape[1:]) and labels.shape == (2, *img.shape[1:])
+    assert (scores.argmax(1) == labels).all()

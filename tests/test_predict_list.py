@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import ROOT, run_cli
 from segx.inference.inputs import InputError, expand
 
 
@@ -61,3 +62,44 @@ def test_predict_mode_on_val_txt(run_dir, data, tmp_path):
             if line.strip()]
     res = json.loads((out / "predict_result.json").read_text())
     assert [x["input_path"] for x in res["results"]] == want
+
+
+# --------------------------------------------------------------------------- one expansion
+V1_EXPORT = ROOT / "tests" / "fixtures" / "run_v1" / "best_model" / "inference"
+
+
+@pytest.fixture
+def walks(monkeypatch):
+    """The folders walked for images (``Path.rglob``), in order."""
+    seen, real = [], Path.rglob
+
+    def rglob(self, pattern, *args, **kwargs):
+        seen.append(self)
+        return real(self, pattern, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "rglob", rglob)
+    return seen
+
+
+def test_expanded_inputs_expand_to_themselves(data):
+    once = expand([str(data / "images"), str(data / "images" / "000.jpg")])
+    assert expand(once) is once and len(once) == 13
+
+
+def test_predict_mode_walks_its_input_folder_once(data, tmp_path, walks):
+    from segx.modules.table import run_mode
+    out = tmp_path / "pred"
+    result = run_mode("PP-LiteSeg-T", "predict", [
+        f"Global.output={out}", f"Predict.model_dir={V1_EXPORT}", "Global.device=cpu",
+        f"Predict.input={data / 'images'}"])
+    assert len(result["results"]) == 12
+    assert walks.count(data / "images") == 1
+
+
+def test_pipeline_cli_walks_its_input_folder_once(data, tmp_path, walks, capsys):
+    from segx.apps.cli import main
+    out = tmp_path / "saved"
+    assert main(["--pipeline", "semantic_segmentation", "--model", str(V1_EXPORT), "--input",
+                 str(data / "images"), "--save_path", str(out), "--device", "cpu"]) == 0
+    assert len(list(out.glob("*.json"))) == 12
+    assert walks.count(data / "images") == 1

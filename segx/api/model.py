@@ -16,9 +16,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from segx.utils.errors import ConfigError, WeightsError
-from segx.inference.evaluation import class_map
+from segx.inference.evaluation import class_map, infer_by_size
 from segx.inference.inputs import InputError, expand, read_input
 from segx.inference.result import SegResult
+from segx.runs.folder import RunFolder
 from segx.imaging.tta import NO_TTA, TTA, scores
 
 
@@ -28,14 +29,15 @@ def locate(model: str | Path) -> tuple[Path | None, Path | None]:
     path = Path(str(model)).expanduser()
     if path.is_file() and path.suffix == ".pdparams":
         return None, path
-    for cand in (path, path / "best_model" / "inference", path / "inference"):
+    run = RunFolder(path)
+    for cand in (path, run.best_inference, run.inference):
         if (cand / "inference.yml").is_file():
             refuse_pir(cand)
             return cand, None
-    if (path / "best_model" / "model.pdparams").is_file():
+    if run.best_weights.is_file():
         raise WeightsError(f"the training run '{path}' has no exported model "
                            "(best_model/inference).",
-                           solution=f"pass {path / 'best_model' / 'model.pdparams'} to predict "
+                           solution=f"pass {run.best_weights} to predict "
                                     "with the dynamic graph, or export it (Global.mode=export).")
     if path.is_file():
         raise WeightsError(f"'{path}' is a file, but not a .pdparams of a training run.",
@@ -84,7 +86,7 @@ class _Dynamic:
 
     engine_name = "dynamic"
 
-    def __init__(self, weights: Path, device: str, tta: TTA):
+    def __init__(self, weights: Path, device: str, tta: TTA, class_scores: bool = False):
         from segx import backend
         from segx.inference.preprocess import preprocessor
         from segx.runs.folder import build_network, class_names, run_config
@@ -96,11 +98,11 @@ class _Dynamic:
         self.num_classes = run_cfg.get("Train.num_classes")
         self.prepare = preprocessor(run_cfg.get("Train.val_transforms"), "Train.val_transforms")
         self.min_input = run_cfg.get("Meta.min_input")
-        self.tta = tta
+        self.tta, self.class_scores = tta, class_scores
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         from segx.backend.predictor import predict_labels, predict_logits
-        if not self.tta.active:  # a class map, as from an engine exported with argmax
+        if not self.tta.active and not self.class_scores:  # as an export with argmax
             return predict_labels(self.network, batch)
         return predict_logits(self.network, batch, self.tta)
 
@@ -124,12 +126,16 @@ class SegModel:
     """A loaded model: ``predict`` (or calling it) yields :class:`SegResult` objects.
 
     Use it as a context manager (``with create_model(...) as model:``) or call :meth:`close`
-    to release the engine's threads. See :func:`create_model` for the arguments.
+    to release the engine's threads. See :func:`create_model` for the arguments;
+    ``class_scores`` makes the dynamic graph return class scores also without test-time
+    augmentation (evaluate restores scores to the label's size before the argmax, as training's
+    validation does, where predict takes the argmax as an export does).
     """
 
     def __init__(self, model: str | Path, *, device: str | None = None, engine: str = "auto",
                  precision: str = "fp32", batch_size: int = 1, cpu_threads: int | None = None,
-                 onednn: bool | None = None, tensorrt: bool = False, tta: TTA = NO_TTA):
+                 onednn: bool | None = None, tensorrt: bool = False, tta: TTA = NO_TTA,
+                 class_scores: bool = False):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be at least 1.",
                               solution="use batch_size=1 or more.")
@@ -143,7 +149,8 @@ class SegModel:
         self.batch_size, self.tta = batch_size, tta
         self._runner = (_Deployed(folder, engine, precision, self.device, cpu_threads, onednn,
                                   tensorrt, tta)
-                        if folder is not None else _Dynamic(weights, self.device, tta))
+                        if folder is not None else _Dynamic(weights, self.device, tta,
+                                                            class_scores))
         self.model_name = self._runner.model_name
         self.class_names = self._runner.class_names
         self.num_classes: int | None = self._runner.num_classes
@@ -183,17 +190,13 @@ class SegModel:
         preds: list[np.ndarray | None] = [None] * len(items)
         infer_ms = [0.0] * len(items)
         post_ms = [0.0] * len(items)
-        by_shape: dict[tuple, list[int]] = {}
-        for k, item in enumerate(items):
-            by_shape.setdefault(item[2].shape, []).append(k)
-        for ks in by_shape.values():
-            t0 = time.perf_counter()
-            out = self._infer(np.stack([items[k][2] for k in ks]), [items[k][0] for k in ks])
-            per_image = (time.perf_counter() - t0) * 1000 / len(ks)
+        for ks, out, ms in infer_by_size(
+                lambda batch, ks: self._infer(batch, [items[k][0] for k in ks]),
+                [item[2] for item in items]):
             for k, o in zip(ks, out):
                 t1 = time.perf_counter()
                 preds[k] = class_map(o, items[k][3])
-                infer_ms[k], post_ms[k] = per_image, (time.perf_counter() - t1) * 1000
+                infer_ms[k], post_ms[k] = ms / len(ks), (time.perf_counter() - t1) * 1000
         return [SegResult(name, pred, self.class_names, rgb, start + k,
                           speed={"preprocess_ms": pre, "inference_ms": infer_ms[k],
                                  "postprocess_ms": post_ms[k]})

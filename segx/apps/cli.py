@@ -173,9 +173,9 @@ def _pipeline(args: argparse.Namespace) -> int:
     inputs = args.input if args.input is not None else config.get("Global.input")
     saver = None
     if args.save_path and inputs is not None:
-        todo = expand(inputs)
-        saver = ResultSaver(args.save_path, [n for n, src in todo if not isinstance(src, str)])
-        saver.check([SegResult.stem_for(n, k) for k, (n, _) in enumerate(todo)])
+        inputs = expand(inputs)  # once: what is predicted is what the saver checked
+        saver = ResultSaver(args.save_path, [n for n, src in inputs if not isinstance(src, str)])
+        saver.check([SegResult.stem_for(n, k) for k, (n, _) in enumerate(inputs)])
     with SemanticSegmentationPipeline(config) as pipe:
         for res in pipe.predict(inputs):
             res.print()

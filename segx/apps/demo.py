@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from segx.modules.table import MODES, run
     from segx.zoo.registry import load_model_config
+    from segx.runs.folder import RunFolder
     work = Path(args.workdir).resolve()
     data = make_demo_dataset(work / "dataset")
     print(f"demo dataset: {data} (40 generated images, 3 classes)")
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                                        f"Global.output={out}", *extra])
         run(cfg)
         done.append(mode)
-        print(f"[{mode}] result: {Path(cfg.get('Global.output')) / f'{mode}_result.json'}")
+        print(f"[{mode}] result: {RunFolder(cfg.get('Global.output')).result(mode)}")
     print("\noutputs:")
     for path in sorted(p for p in out.glob("*")):
         print(f"  {path}{'/' if path.is_dir() else ''}")

@@ -24,6 +24,7 @@ from segx.utils.fileio import replace_dir, save_image
 from segx.imaging.images import read_image
 from segx.imaging.metrics import image_scores
 from segx.imaging.palette import palette, write_id_png
+from segx.runs.folder import RunFolder
 
 THUMB = 320  # thumbnails fit in THUMB x THUMB pixels (never enlarged)
 WRONG, IGNORED = (230, 30, 30), (150, 150, 150)
@@ -226,7 +227,7 @@ def write_report(page: Path, info: dict, metrics: dict, matrix: np.ndarray, name
         ["mIoU", "Acc", "Kappa", "Dice"],
         [[f"{metrics[k]:.4f}" for k in ("mIoU", "Acc", "Kappa", "Dice")]], numeric=range(4))
     links = " · ".join(H.link(p, p.rsplit("/", 1)[-1]) for p in (
-        "../evaluate_result.json", "confusion_matrix.png"))  # both written by this run
+        "../" + RunFolder.result_name("evaluate"), RunFolder.CONFUSION))  # both written by this run
     ranked = worst.ranked()
     title = f"{len(ranked)} images with the lowest mIoU" if ranked else \
         "Worst images (none: Evaluate.report_worst is 0)"

@@ -4,8 +4,9 @@ themselves are :mod:`segx.imaging.metrics`.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +30,21 @@ def class_map(out: np.ndarray, trans_info: list) -> np.ndarray:
     return restore(out, trans_info).argmax(0).astype(np.int32, copy=False)
 
 
+def infer_by_size(predict: Callable[[np.ndarray, list[int]], np.ndarray],
+                  inputs: Sequence[np.ndarray]) -> Iterator[tuple[list[int], np.ndarray, float]]:
+    """``predict(batch, indices)`` on each run of equal-size ``inputs`` stacked into one batch;
+    yields (indices into ``inputs``, their outputs, milliseconds the call took). Every image is
+    seen at its own resolution, so results do not depend on how images were batched (predict
+    and evaluate both batch this way)."""
+    by_shape: dict[tuple, list[int]] = {}
+    for k, img in enumerate(inputs):
+        by_shape.setdefault(img.shape, []).append(k)
+    for ks in by_shape.values():
+        t0 = time.perf_counter()
+        out = predict(np.stack([inputs[k] for k in ks]), ks)
+        yield ks, out, (time.perf_counter() - t0) * 1000
+
+
 def evaluate_samples(predict: Predict, pairs: Sequence[tuple[Path, Path]], prepare: Prepare,
                      num_classes: int, batch_size: int = 1,
                      on_batch: Callable[[int], None] | None = None,
@@ -43,11 +59,8 @@ def evaluate_samples(predict: Predict, pairs: Sequence[tuple[Path, Path]], prepa
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         items = [(*prepare(read_image(image)), read_label(label)) for image, label in chunk]
-        by_shape: dict[tuple, list[int]] = {}
-        for k, (img, _, _) in enumerate(items):
-            by_shape.setdefault(img.shape, []).append(k)
-        for ks in by_shape.values():
-            outs = predict(np.stack([items[k][0] for k in ks]))
+        for ks, outs, _ in infer_by_size(lambda batch, _: predict(batch),
+                                         [img for img, _, _ in items]):
             for k, out in zip(ks, outs):
                 _, info, label = items[k]
                 pred = class_map(out, info)

@@ -20,11 +20,19 @@ class InputError(SegxError):
     """An input that cannot be read as an image."""
 
 
-def expand(inputs: Any) -> list[tuple[str | None, Any]]:
+class Inputs(list):
+    """Inputs :func:`expand` already expanded: (display path, source) pairs. Expanding them
+    again returns them as they are, so a command that checks its inputs before predicting
+    (predict mode, the pipeline CLI) walks each folder once and predicts what it checked."""
+
+
+def expand(inputs: Any) -> Inputs:
     """Inputs as (display path, source) pairs in order; folders walked recursively."""
+    if isinstance(inputs, Inputs):
+        return inputs
     if not isinstance(inputs, (list, tuple)):
         inputs = [inputs]
-    out: list[tuple[str | None, Any]] = []
+    out = Inputs()
     for item in inputs:
         if isinstance(item, np.ndarray):
             out.append((None, item))

@@ -15,6 +15,7 @@ from segx.data.layout import Problem, dataset_root, read_layout
 from segx.data.report_page import write_check_report
 from segx.data.visualize import render_report
 from segx.utils.errors import DatasetError
+from segx.runs.folder import RunFolder
 
 
 class CheckFailed(DatasetError):
@@ -66,7 +67,7 @@ def run(cfg: Config) -> dict:
         raise CheckFailed(f"dataset check failed with {Problem.total(problems)} error(s); first: "
                           f"{errors[0].summary()}",
                           solution=f"{errors[0].fix} Every problem is listed in "
-                                   f"{out / 'check_dataset_result.json'} and shown in {page}.",
+                                   f"{RunFolder(out).result('check_dataset')} and shown in {page}.",
                           report=result)
     return result
 

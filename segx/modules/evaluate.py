@@ -22,8 +22,7 @@ from segx.utils.errors import ConfigError, DatasetError
 from segx.inference.eval_report import WorstImages, write_report
 from segx.inference.evaluation import confusion_png, evaluate_samples
 from segx.api.model import SegModel
-from segx.inference.preprocess import preprocessor
-from segx.runs.folder import build_network, class_names, default_weights, run_config
+from segx.runs.folder import RunFolder, default_weights
 from segx.imaging.tta import TTA
 
 MAX_WORST = 200  # gallery size limit: thumbnails in memory and on disk grow with it
@@ -38,18 +37,20 @@ def run(cfg: Config) -> dict:
         raise ConfigError(f"Evaluate.report_worst={worst_n} must be between 0 and {MAX_WORST}.",
                           solution="set -o Evaluate.report_worst=12 (0: no gallery).")
     tta = TTA.from_section(cfg["Evaluate"])
-    what, predict, prepare, num, names, model_name, engine = _subject(cfg, tta)
+    what, model, engine = _subject(cfg, tta)
+    names, model_name = model.class_names, model.model_name
     pairs = [(s.image, s.label) for s in samples]
     worst = WorstImages(worst_n)
     t0 = time.perf_counter()
-    conf = evaluate_samples(predict, pairs, prepare, num, cfg.get("Evaluate.batch_size"),
-                            on_image=worst)
+    with model:
+        conf = evaluate_samples(model.infer, pairs, model.preprocess, model.num_classes,
+                                cfg.get("Evaluate.batch_size"), on_image=worst)
     seconds = time.perf_counter() - t0
     m = conf.metrics(names)
-    out = Path(cfg.get("Global.output"))
-    confusion_png(conf.matrix, names, out / "evaluate" / "confusion_matrix.png")
+    out = RunFolder(cfg.get("Global.output"))
+    confusion_png(conf.matrix, names, out.evaluate_confusion)
     engine_name, precision = engine.rsplit("-", 1)
-    page = write_report(out / "evaluate" / "report.html",
+    page = write_report(out.evaluate_report,
                         {"model": model_name, "weights": what, "engine": engine_name,
                          "precision": precision, "split": split, "seconds": seconds,
                          "options": str(tta.as_dict())}, m, conf.matrix, names, worst, pairs,
@@ -58,8 +59,8 @@ def run(cfg: Config) -> dict:
     print(f"report: {page} (open it in a browser)")
     return {"metrics": {k: m[k] for k in ("mIoU", "Acc", "Kappa", "Dice")},
             "per_class": m["per_class"], "confusion_matrix": conf.matrix.tolist(),
-            "confusion_matrix_png": "evaluate/confusion_matrix.png",
-            "report": "evaluate/report.html", "split": split,
+            "confusion_matrix_png": out.relative(out.evaluate_confusion),
+            "report": out.relative(out.evaluate_report), "split": split,
             "engine": engine_name, "precision": precision,
             "worst_images": [{"image": str(pairs[w.index][0]), "mIoU": w.miou,
                               "rank": k} for k, w in enumerate(worst.ranked(), 1)],
@@ -81,30 +82,25 @@ def _split_samples(root: Path, split: str) -> list:
     return samples
 
 
-def _subject(cfg: Config, tta: TTA) -> tuple:
-    """(description, predict, prepare, classes, names, model name, engine-precision): an
-    exported folder on the chosen engine and precision (what you ship), or a run's .pdparams on
-    the dynamic graph."""
+def _subject(cfg: Config, tta: TTA) -> tuple[str, SegModel, str]:
+    """(description, model, engine-precision): an exported folder on the chosen engine and
+    precision (what you ship), or a run's .pdparams on the dynamic graph; both a
+    :class:`SegModel`, as predict loads them."""
     value = cfg.get("Evaluate.weight_path")
     if value and (Path(value) / "inference.yml").is_file():
         model = SegModel(value, device=cfg.get("Global.device"), tta=tta,
                          engine=cfg.get("Evaluate.engine"),
                          precision=cfg.get("Evaluate.precision"))
         if not model.num_classes:
+            model.close()
             raise DatasetError(f"{value}/inference.yml does not say how many classes it has.",
                                solution="re-export the model with segx.")
-        return (f"{value} ({model.engine})", model.infer, model.preprocess, model.num_classes,
-                model.class_names, model.model_name, model.engine)
-    from segx import backend
-    from segx.backend.predictor import predict_logits
+        return f"{value} ({model.engine})", model, model.engine
     weights = default_weights(cfg, "Evaluate.weight_path")
-    run_cfg = run_config(weights)
-    backend.set_device(backend.resolve_device(cfg.get("Global.device")))
-    network = build_network(run_cfg, weights)
-    prepare = preprocessor(run_cfg.get("Train.val_transforms"), "Train.val_transforms")
-    return (str(weights), lambda batch: predict_logits(network, batch, tta), prepare,
-            run_cfg.get("Train.num_classes"), class_names(run_cfg), run_cfg.get("Global.model"),
-            "paddle dynamic graph-fp32")
+    # class scores, restored to the label's size before the argmax (as training validates)
+    model = SegModel(weights, device=cfg.get("Global.device"), tta=tta, engine="paddle",
+                     precision="fp32", class_scores=True)
+    return str(weights), model, "paddle dynamic graph-fp32"
 
 
 def _print(m: dict, head: str) -> None:

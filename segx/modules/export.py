@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from segx.config import Config
 from segx.export.exporter import ExportOptions, export_run
-from segx.runs.folder import default_weights, run_config_path
+from segx.runs.folder import RunFolder, default_weights, run_config_path
 
 
 def run(cfg: Config) -> dict:
@@ -20,7 +20,7 @@ def run(cfg: Config) -> dict:
     config_path = run_config_path(weights)
     options = ExportOptions.from_config(cfg)
     backend.set_device(backend.resolve_device(cfg.get("Global.device")))
-    target = weights.parent / "inference"
+    target = RunFolder.export_dir(weights)
     result = export_run(config_path, weights, target, options)
     a = result["agreement"]
     print(f"exported {weights} ({result['model_name']}, {result['num_classes']} classes) to "

@@ -51,7 +51,7 @@ def run(cfg: Config) -> dict:
     saved = []
     with model:
         try:
-            for res in model.predict(inputs):
+            for res in model.predict(todo):  # expanded once, above
                 files = saver.save(res)
                 progress.print(res.summary())
                 progress.update()

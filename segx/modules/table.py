@@ -18,6 +18,7 @@ from segx.config import Config, schema
 from segx.utils.errors import ConfigError, SegxError
 from segx.utils.fileio import write_json
 from segx.zoo.registry import load_model_config
+from segx.runs.folder import RunFolder
 
 # mode -> "module:function"; handlers take a Config and return the result dict
 MODES: dict[str, str] = {
@@ -49,17 +50,18 @@ def run(cfg: Config) -> dict[str, Any]:
     if output.exists() and not output.is_dir():
         raise ConfigError(f"Global.output='{output}' is a file, not a folder.",
                           solution="pass a folder for the outputs (it is created if missing).")
-    result_path = output / f"{mode}_result.json"
+    folder = RunFolder(output)
+    result_path = folder.result(mode)
     try:
         result = {"done_flag": True, **(_handler(mode)(cfg) or {})}
     except SegxError as exc:
         if exc.report is not None:
             _write_result(result_path, {"done_flag": True, **exc.report})
         else:
-            _write_failure(result_path, exc)
+            _write_failure(folder, mode, exc)
         raise
     except Exception as exc:
-        _write_failure(result_path, exc)
+        _write_failure(folder, mode, exc)
         raise
     _write_result(result_path, result)
     return result
@@ -78,11 +80,12 @@ def _write_result(path: Path, result: dict) -> None:
         write_json(path, result)
 
 
-def _write_failure(path: Path, exc: BaseException) -> None:
+def _write_failure(folder: RunFolder, mode: str, exc: BaseException) -> None:
     """The reference failure record, beside a result it must not replace."""
+    path = folder.result(mode)
     old = _read_json(path) if path.exists() else None
     if path.exists() and not (isinstance(old, dict) and old.get("err_type")):
-        path = path.with_name(path.name.replace(".json", ".failed.json"))
+        path = folder.failed_result(mode)
     write_json(path, {"done_flag": False, "err_type": type(exc).__name__, "err_msg": str(exc)})
 
 

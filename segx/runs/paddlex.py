@@ -15,6 +15,7 @@ from pathlib import Path
 
 from segx.config import Config, model_schema, read_small_text
 from segx.utils.errors import ConfigError, WeightsError
+from segx.runs.folder import RunFolder
 
 
 def is_paddleseg_config(data: object) -> bool:
@@ -25,7 +26,7 @@ def is_paddleseg_config(data: object) -> bool:
 
 def _model_name(path: Path, model: dict) -> str:
     """PaddleX's model name from ``train_results.json`` beside the config, else the type."""
-    for name in ("train_results.json", "train_result.json"):
+    for name in ("train_results.json", RunFolder.TRAIN_RESULT):  # PaddleX's name, segx's
         try:
             found = json.loads(read_small_text(path.parent / name)).get("model_name")
         except (ConfigError, ValueError, AttributeError):
@@ -68,9 +69,9 @@ def run_config_from_paddleseg(data: dict, path: Path) -> Config:
 def refuse_pir(folder: Path) -> None:
     """A PaddleX 3 export in the PIR format (``inference.json``) cannot run on Paddle 2.6."""
     if (folder / "inference.json").is_file() and not (folder / "inference.pdmodel").is_file():
-        run = folder.parent.parent if folder.parent.name == "best_model" else folder.parent
+        run = folder.parent.parent if folder.parent.name == RunFolder.BEST else folder.parent
         raise WeightsError(
             f"{folder} is a Paddle 3 (PIR, inference.json) export, which Paddle 2.6 cannot run.",
-            solution=f"use the training weights instead: {run / 'best_model' / 'model.pdparams'} "
+            solution=f"use the training weights instead: {RunFolder(run).best_weights} "
                      "(with the run's config.yaml) predicts directly, or export them with segx "
                      "(Global.mode=export).")

@@ -9,7 +9,7 @@ from pathlib import Path
 from segx.config import Config
 from segx.utils.errors import ConfigError, DatasetError, WeightsError, did_you_mean
 from segx.zoo.registry import config_weights, with_pretrained_arch
-from segx.runs.folder import CHECKPOINT_FILES, list_checkpoints
+from segx.runs.folder import CHECKPOINT_FILES, RunFolder, list_checkpoints
 from segx.training import hooks as H
 from segx.training.report import TrainReportHook
 from segx.training.trainer import RunInfo, Trainer, new_state
@@ -201,13 +201,13 @@ def _resume(cfg: Config, resume: Path | None, model, opt, log) -> dict:
             log(f"no checkpoint in {cfg.get('Global.output')} to resume from; starting at "
                 "iteration 0")
         return state
-    bad = backend.set_state(model, backend.load_weights(resume / "model.pdparams"))
+    bad = backend.set_state(model, backend.load_weights(resume / RunFolder.WEIGHTS))
     if bad:
         raise ConfigError(f"checkpoint {resume} does not fit this model ({len(bad)} tensors "
                           f"differ, first '{bad[0]}').",
                           solution="resume with the config the run was started with.")
-    opt.set_state_dict(backend.load_weights(resume / "model.pdopt"))
-    state = backend.load_weights(resume / "model.pdstates")
+    opt.set_state_dict(backend.load_weights(resume / RunFolder.OPTIMIZER))
+    state = backend.load_weights(resume / RunFolder.STATES)
     log(f"resumed from {resume} at iteration {state['iter']} (best mIoU "
         f"{state['best']['score']:.4f} at iteration {state['best']['iter']})")
     total = cfg.get("Train.epochs_iters")
@@ -243,7 +243,7 @@ def build_trainer(cfg: Config, device: str, rank: int = 0, world: int = 1) -> Tr
     train, val, num, names = check_data(cfg, world)
     out, seed = Path(cfg.get("Global.output")), cfg.get("Global.seed")
     resume = resume_folder(cfg)
-    log = H.RunLog(out / "train.log" if rank == 0 else None)
+    log = H.RunLog(RunFolder(out).train_log if rank == 0 else None)
     try:
         O.seed_everything(seed)
         model = backend.build_model(cfg["Arch"], num)
@@ -292,7 +292,7 @@ def _hooks(cfg: Config, log: H.RunLog, val: list, num: int, names: list[str]) ->
             H.InterruptHook(log),
             H.PeriodicCheckpointer(cfg.get("Train.save_interval") or every,
                                    cfg.get("Train.keep_checkpoint_max")),
-            H.FinalHook(log, Path(cfg.get("Global.output")) / "config.yaml",
+            H.FinalHook(log, RunFolder(cfg.get("Global.output")).config,
                         not cfg.get("Meta.no_static_export")), _CloseLog(log)]
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 from segx.utils.fileio import replace_dir, write_json, write_text
 from segx.utils.progress import Progress
-from segx.runs.folder import list_checkpoints
+from segx.runs.folder import CHECKPOINT_FILES, RunFolder, list_checkpoints
 from segx.training.trainer import HookBase, Trainer
 
 
@@ -78,35 +78,37 @@ def train_result(trainer: Trainer, done: bool) -> dict:
         done_evals = [i for i in scores if i <= it]
         return scores[max(done_evals)] if done_evals else None
 
+    folder = RunFolder(run.out)
     models: dict = {}
-    for k, (it, path) in enumerate(reversed(list_checkpoints(run.out)), 1):
+    for k, (it, path) in enumerate(reversed(folder.checkpoints()), 1):
         models[f"last_{k}"] = {"iter": it, "score": score_at(it),
-                               **{key: f"{path.name}/model.{key}"
-                                  for key in ("pdparams", "pdopt", "pdstates")}}
+                               **{name.rsplit(".", 1)[1]: folder.relative(path / name)
+                                  for name in CHECKPOINT_FILES}}
     best = state["best"]
     if best["iter"]:
         models["best"] = {"iter": best["iter"], "score": best["score"],
-                          "pdparams": "best_model/model.pdparams",
-                          "pdstates": "best_model/model.pdstates"}
-        if (run.out / "best_model" / "inference" / "inference.yml").is_file():
-            models["best"].update({
-                "inference_config": "best_model/inference/inference.yml",
-                "pdmodel": "best_model/inference/inference.pdmodel",
-                "pdiparams": "best_model/inference/inference.pdiparams"})
+                          "pdparams": folder.relative(folder.best_weights),
+                          "pdstates": folder.relative(folder.best_states)}
+        exported = folder.best_inference
+        if (exported / "inference.yml").is_file():
+            models["best"].update({key: folder.relative(exported / name) for key, name in (
+                ("inference_config", "inference.yml"), ("pdmodel", "inference.pdmodel"),
+                ("pdiparams", "inference.pdiparams"))})
     return {"model_name": run.model_name,
             "label_dict": {str(i): n for i, n in enumerate(run.class_names)},
-            "train_log": "train.log", "visualdl_log": run.visualdl_log, "config": "config.yaml",
+            "train_log": RunFolder.TRAIN_LOG, "visualdl_log": run.visualdl_log,
+            "config": RunFolder.CONFIG,
             "models": models, "done_flag": done, "iter": state["iter"],
             "total_iters": run.total, "num_classes": run.num_classes,
             "class_names": run.class_names,
             "best_mIoU": best["score"] if best["iter"] else None,
-            "training_curves": "training_curves.png" if done else None}
+            "training_curves": RunFolder.CURVES if done else None}
 
 
 def write_result(trainer: Trainer, report: dict) -> None:
     trainer.report = report
     if trainer.run.main:
-        write_json(trainer.run.out / "train_result.json", report, indent=None)
+        write_json(RunFolder(trainer.run.out).train_result, report, indent=None)
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -129,7 +131,7 @@ class RunRecords(HookBase):
         if self.started or not trainer.run.main:
             return
         self.started = True
-        path = trainer.run.out / "config.yaml"
+        path = RunFolder(trainer.run.out).config
         if not (keep_config and path.is_file()):
             trainer.run.out.mkdir(parents=True, exist_ok=True)
             write_text(path, self.config_text)
@@ -328,9 +330,9 @@ class BestCheckpointer(HookBase):
         from segx import backend
         it = trainer.iter
         trainer.state["best"] = {"score": metrics["mIoU"], "iter": it}
-        save_checkpoint(trainer.run.out / "best_model", {
-            "model.pdparams": backend.model_state(trainer.model),
-            "model.pdstates": {"iter": it, "mIoU": metrics["mIoU"], "metrics": metrics}})
+        save_checkpoint(RunFolder(trainer.run.out).best_model, {
+            RunFolder.WEIGHTS: backend.model_state(trainer.model),
+            RunFolder.STATES: {"iter": it, "mIoU": metrics["mIoU"], "metrics": metrics}})
 
 
 class InterruptHook(HookBase):
@@ -366,7 +368,7 @@ class InterruptHook(HookBase):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         if trainer.status == "interrupted":
-            folder = trainer.run.out / f"iter_{trainer.iter}"
+            folder = RunFolder(trainer.run.out).checkpoint(trainer.iter)
             self.log(f"interrupted at iteration {trainer.iter}: checkpoint saved in {folder}")
             write_result(trainer, {**train_result(trainer, False),
                                    "interrupted_at": trainer.iter})
@@ -388,9 +390,10 @@ class PeriodicCheckpointer(HookBase):
         if run.world > 1:
             optim.broadcast_buffers(trainer.model)
         if run.main:
-            save_checkpoint(run.out / f"iter_{it}", {
-                "model.pdparams": backend.model_state(trainer.model),
-                "model.pdopt": trainer.optimizer.state_dict(), "model.pdstates": trainer.state})
+            save_checkpoint(RunFolder(run.out).checkpoint(it), {
+                RunFolder.WEIGHTS: backend.model_state(trainer.model),
+                RunFolder.OPTIMIZER: trainer.optimizer.state_dict(),
+                RunFolder.STATES: trainer.state})
             for _, path in list_checkpoints(run.out)[:-self.keep]:
                 shutil.rmtree(path, ignore_errors=True)
             write_result(trainer, train_result(trainer, False))
@@ -408,11 +411,11 @@ class FinalHook(HookBase):
     def after_train(self, trainer: Trainer) -> None:
         if trainer.status != "done":
             return
-        run = trainer.run
+        run, folder = trainer.run, RunFolder(trainer.run.out)
         if run.main:
-            exported = (run.out / "best_model" / "inference" / "inference.yml").is_file() or \
+            exported = (folder.best_inference / "inference.yml").is_file() or \
                 not self.exportable
-            complete = exported and (run.out / "training_curves.png").is_file()
+            complete = exported and folder.training_curves.is_file()
             trained = trainer.start_iter < run.total
             previous = None if trained else _previous_result(run.out)
             if complete and previous and previous.get("done_flag") is True:
@@ -426,7 +429,7 @@ class FinalHook(HookBase):
                 records.start(trainer, keep_config=True)
             if trained or not complete:
                 self._export(trainer)
-                curves_png(trainer.state["curves"], run.out / "training_curves.png")
+                curves_png(trainer.state["curves"], folder.training_curves)
                 best = trainer.state["best"]
                 self.log(f"done: {run.total} iterations; best mIoU {best['score']:.4f} "
                          f"at iteration {best['iter']}")
@@ -437,17 +440,17 @@ class FinalHook(HookBase):
     def _export(self, trainer: Trainer) -> None:
         from segx.utils.errors import NotExportableError
         from segx.export.exporter import export_run
-        out, best = trainer.run.out, trainer.state["best"]
-        weights = out / "best_model" / "model.pdparams"
+        folder, best = RunFolder(trainer.run.out), trainer.state["best"]
+        weights = folder.best_weights
         if not weights.is_file():
             return
         try:
-            report = export_run(self.config_path, weights, out / "best_model" / "inference")
+            report = export_run(self.config_path, weights, folder.best_inference)
         except NotExportableError as exc:
             self.log(f"not exported: {exc}")
             return
         self.log(f"exported best model (mIoU {best['score']:.4f} at iteration {best['iter']}) "
-                 f"to {out / 'best_model' / 'inference'}; agreement with the in-memory model: "
+                 f"to {folder.best_inference}; agreement with the in-memory model: "
                  f"{report['agreement']['argmax_equal']:.4%} equal pixels")
 
 
@@ -455,7 +458,7 @@ def _previous_result(out: Path) -> dict | None:
     """The run's ``train_result.json`` as it is (None when absent or unreadable)."""
     import json
     try:
-        result = json.loads((out / "train_result.json").read_text(encoding="utf-8"))
+        result = json.loads(RunFolder(out).train_result.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return result if isinstance(result, dict) else None

@@ -15,6 +15,7 @@ from typing import Sequence
 from segx.config import Config, load_config
 from segx.utils.errors import ConfigError, SegxError
 from segx.utils.fileio import write_text
+from segx.runs.folder import RunFolder
 from segx.training.build import build_trainer, pretrained_file, resume_folder
 from segx.training.trainer import HookBase, Interrupted
 
@@ -87,14 +88,14 @@ def launch(cfg: Config, nprocs: int, gpu_ids: str = "",
     _, path = (None, None) if resume_folder(cfg) else pretrained_file(cfg)
     data["Train"]["pretrained"] = str(path) if path else "none"
     # a folder of its own per launch: a launch that fails replaces no file of an existing run
-    logs = out / "distributed_train_logs" / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
+    logs = RunFolder(out).distributed_logs / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
     launch_cfg = logs / "launch_config.yaml"
     write_text(launch_cfg, Config(data, cfg.source).to_yaml())
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(logs)]
     cmd += ["--gpus", gpu_ids] if gpu_ids else ["--nproc_per_node", str(nprocs)]
     cmd += [sys.executable, "-u", *entry, str(launch_cfg)]  # not .py: the launcher runs it as is
     print(f"starting {nprocs} training processes (logs: {logs})", flush=True)
-    result_path = out / "train_result.json"
+    result_path = RunFolder(out).train_result
     started = time.time()
     proc = subprocess.Popen(cmd, env=_rank_env())
     # Ctrl-C reaches the ranks directly (same process group) and they checkpoint; this process
@@ -110,7 +111,7 @@ def launch(cfg: Config, nprocs: int, gpu_ids: str = "",
     result = json.loads(result_path.read_text(encoding="utf-8")) if fresh else None
     if result and result.get("interrupted_at"):
         raise Interrupted(f"training interrupted at iteration {result['interrupted_at']}; "
-                          f"checkpoint {out / ('iter_' + str(result['interrupted_at']))} saved.",
+                          f"checkpoint {RunFolder(out).checkpoint(result['interrupted_at'])} saved.",
                           solution="resume with -o Train.resume_path=auto.", report=result)
     if code != 0 or result is None:
         raise SegxError(f"a training process failed (exit {code}).",

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from segx.utils import html_page as H
 from segx.imaging.palette import palette
+from segx.runs.folder import RunFolder
 from segx.training.trainer import HookBase, Trainer
 
 REFRESH_S = 60
-PAGE = "train_report.html"
+PAGE = RunFolder.TRAIN_REPORT
 
 
 def _rgb(cid: int) -> str:
@@ -70,9 +71,11 @@ def build_page(trainer: Trainer, status: str) -> str:
              ["evaluations", str(len(curves["eval_iter"]))],
              ["classes", f"{run.num_classes}: {', '.join(names)}"],
              ["samples", f"{run.train_samples} train / {run.val_samples} val"]]
-    files = [p for p in ("train.log", "train_result.json", "training_curves.png",
-                         "best_model/inference/inference.yml")
-             if (run.out / p).is_file() or (p == "training_curves.png" and status == "done")]
+    folder = RunFolder(run.out)
+    files = [folder.relative(p) for p in (folder.train_log, folder.train_result,
+                                          folder.training_curves,
+                                          folder.best_inference / "inference.yml")
+             if p.is_file() or (p == folder.training_curves and status == "done")]
     links = " · ".join(H.link(p, p) for p in files)
     sections = [H.section("Run", H.table(["run", ""], facts) + f"<p>{links}</p>"),
                 H.section("Curves", charts(curves, names, run.total), anchor="curves"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from segx.utils.errors import ConfigError, SegxError
+from segx.runs.folder import RunFolder
 
 
 class Interrupted(SegxError):
@@ -157,7 +158,7 @@ class Trainer:
                 h.after_train(self)
         if self.status == "interrupted":
             raise Interrupted(f"training interrupted at iteration {self.iter}; checkpoint "
-                              f"{self.run.out / f'iter_{self.iter}'} saved.",
+                              f"{RunFolder(self.run.out).checkpoint(self.iter)} saved.",
                               solution="resume with -o Train.resume_path=auto.",
                               report=self.report)
         return self.report

@@ -22,6 +22,7 @@ from segx.utils.errors import WeightsError
 from segx.utils.fileio import replace_dir, write_text
 from segx.zoo.registry import (WeightsEntry, canonical_name, config_weights, list_models,
                            load_model_config, model_weights, with_weights_arch)
+from segx.runs.folder import RunFolder
 from segx.zoo.weights import fetch
 
 
@@ -105,7 +106,7 @@ def published_prediction(name: str) -> dict:
 
 def run_weights(folder: Path) -> Path:
     """The weights inside a prepared model folder (what the dynamic graph loads)."""
-    return folder / "run" / "best_model" / "model.pdparams"
+    return RunFolder(folder / "run").best_weights
 
 
 def _ready(folder: Path, entry: WeightsEntry) -> bool:
@@ -125,10 +126,10 @@ def _prepare(cfg: Config, dataset: str, entry: WeightsEntry, folder: Path) -> No
                     hint=f", or pass a local exported model instead of the name {cfg.model_name}")
     tmp = folder.with_name(folder.name + ".prepare")
     shutil.rmtree(tmp, ignore_errors=True)
-    run = tmp / "run"
-    (run / "best_model").mkdir(parents=True)
-    write_text(run / "config.yaml", _run_config(cfg, dataset, entry))
-    shutil.copyfile(weights, run / "best_model" / "model.pdparams")
+    run = RunFolder(tmp / "run")
+    run.best_model.mkdir(parents=True)
+    write_text(run.config, _run_config(cfg, dataset, entry))
+    shutil.copyfile(weights, run.best_weights)
     try:
         if cfg.get("Meta.no_static_export"):  # the dynamic graph predicts from run/
             replace_dir(tmp, folder)
@@ -136,7 +137,7 @@ def _prepare(cfg: Config, dataset: str, entry: WeightsEntry, folder: Path) -> No
         from segx.export.exporter import ExportOptions, export_run
         # a sliding window combines class scores, so those weights export with softmax
         options = ExportOptions(output_op="softmax" if entry.sliding_window else "argmax")
-        export_run(run / "config.yaml", run / "best_model" / "model.pdparams", tmp / "export",
+        export_run(run.config, run.best_weights, tmp / "export",
                    options)
         for item in (tmp / "export").iterdir():
             shutil.move(str(item), tmp / item.name)

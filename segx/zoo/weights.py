@@ -47,6 +47,7 @@ from segx.utils.constants import segx_home
 from segx.utils.errors import WeightsError
 from segx.utils.fileio import write_json
 from segx.utils.progress import Progress
+from segx.runs.folder import RunFolder
 
 MIRROR_ENV = "SEGX_WEIGHTS_MIRROR"
 LOCK_TIMEOUT_S = float(os.environ.get("SEGX_WEIGHTS_LOCK_TIMEOUT", 1800))
@@ -128,7 +129,7 @@ def _source(folder: Path) -> dict:
 def _weights_in(folder: Path, url: str) -> Path:
     """The weights file an unpacked archive holds: ``model.pdparams``, or its only .pdparams."""
     found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    preferred = [p for p in found if p.name == "model.pdparams"]
+    preferred = [p for p in found if p.name == RunFolder.WEIGHTS]
     if len(preferred) == 1 or len(found) == 1:
         return (preferred or found)[0]
     raise WeightsError(f"the archive {url} holds {len(found)} .pdparams files "

@@ -24,7 +24,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from segx.backend.nets import BACKBONES
-from segx.backend.nets.layers import ConvBN, ConvBNReLU
+from segx.backend.nets.layers import ConvBN, ConvBNReLU, init_conv_weights
 
 _PSA_REFUSED = ("use_psa=True: segx's HRNet has no polarized self-attention "
                 "(set SEGX_NETWORKS=paddleseg for it)")
@@ -261,13 +261,7 @@ class HRNet(nn.Layer):
                                               align_corners, same))
             widths = list(out)
         self.pretrained = pretrained
-        self._init_weights()
-
-    def _init_weights(self):
-        normal = nn.initializer.Normal(mean=0.0, std=0.001)
-        for layer in self.sublayers():
-            if isinstance(layer, nn.Conv2D):
-                normal(layer.weight)
+        init_conv_weights(self)
 
     def forward(self, x):
         x = self.la1(self.conv_layer1_2(self.conv_layer1_1(x)))

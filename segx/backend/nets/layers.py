@@ -182,3 +182,12 @@ def resize_like(x, ref, mode: str = "bilinear", align_corners: bool = False,
                 data_format: str = "NCHW"):
     """Resize ``x`` to the spatial size of ``ref``."""
     return resize(x, spatial_size(ref, data_format), mode, align_corners, data_format)
+
+
+def init_conv_weights(layer: nn.Layer, std: float = 0.001) -> None:
+    """Draw every conv weight inside ``layer`` from N(0, ``std``) (PaddleSeg's start for the
+    HRNet and STDC backbones); biases and norms keep their defaults."""
+    normal = nn.initializer.Normal(mean=0.0, std=std)
+    for sub in layer.sublayers():
+        if isinstance(sub, nn.Conv2D):
+            normal(sub.weight)

@@ -18,6 +18,7 @@ import paddle
 import paddle.nn as nn
 
 from segx.backend.nets import BACKBONES
+from segx.backend.nets.layers import init_conv_weights
 
 
 def _attr(lr: float):
@@ -100,13 +101,7 @@ class STDCNet(nn.Layer):
             prev = width
         self.features = nn.Sequential(*blocks)
         self.pretrained = pretrained
-        self._init_weights()
-
-    def _init_weights(self):
-        normal = nn.initializer.Normal(mean=0.0, std=0.001)
-        for layer in self.sublayers():
-            if isinstance(layer, nn.Conv2D):
-                normal(layer.weight)
+        init_conv_weights(self)
 
     def forward(self, x):
         feats = []
