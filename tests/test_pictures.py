@@ -15,7 +15,7 @@ OLD = b"\x89PNG the picture of the previous run"
 
 
 def _curves(path: Path) -> None:
-    from segx.training.hooks import curves_png
+    from segx.training.results import curves_png
     curves_png({"iter": [1, 2], "loss": [1.0, 0.5], "lr": [0.1, 0.1], "eval_iter": [2],
                 "mIoU": [0.3]}, path)
 

@@ -324,7 +324,7 @@ def test_loader_workers_do_not_change_the_result(run_dir, data, tmp_path):
 
 
 def test_flat_validation_with_collapsing_loss_warns(tmp_path):
-    from segx.training.hooks import flat_validation_warning
+    from segx.training.results import flat_validation_warning
     curves = {"mIoU": [0.4, 0.4, 0.4], "loss": [2.0, 1.5, 0.6]}
     warning = flat_validation_warning(curves)
     assert warning and "WARNING" in warning and "label encoding" in warning

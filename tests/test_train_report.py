@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segx.utils import safe_pickle
-from segx.training.report import PAGE, TrainReportHook
+from segx.training.report_page import PAGE, TrainReportHook
 from segx.training.trainer import RunInfo, Trainer, new_state
 
 REFRESH = '<meta http-equiv="refresh"'

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from segx.config import Config
 from segx.training import train
-from segx.training.report import PAGE
+from segx.training.report_page import PAGE
 
 
 def run(cfg: Config) -> dict:

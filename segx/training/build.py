@@ -11,7 +11,7 @@ from segx.utils.errors import ConfigError, DatasetError, WeightsError, did_you_m
 from segx.zoo.registry import config_weights, with_pretrained_arch
 from segx.runs.folder import CHECKPOINT_FILES, RunFolder, list_checkpoints
 from segx.training import hooks as H
-from segx.training.report import TrainReportHook
+from segx.training.report_page import TrainReportHook
 from segx.training.trainer import RunInfo, Trainer, new_state
 
 NO_PRETRAINED = ("none", "null", "")
