@@ -1,11 +1,12 @@
 """The one place segx imports paddle, paddleseg and paddle2onnx.
 
 Everything that touches the deep-learning stack goes through this package, so moving to another
-paddle/paddleseg version is a change here only: this module (devices, building networks, weights
-in and out of layers), ``data`` (reading, transforms, the sample stream), ``optim`` (losses,
+paddle/paddleseg version is a change here only: this module (devices, building networks, weights in
+and out of layers), ``data`` (reading, transforms, the sample stream), ``optim`` (losses,
 optimiser, one step, data parallel), ``predictor`` (dynamic-graph inference, static export, Paddle
-Inference: ``PaddleInference``), ``onnx`` (paddle2onnx), ``seaformer`` (a network PaddleSeg 2.8 lacks) and ``nets`` (segx's own networks,
-used instead of paddleseg's where segx has them; ``SEGX_NETWORKS=paddleseg`` turns them off).
+Inference: ``PaddleInference``), ``onnx`` (paddle2onnx), ``seaformer`` (a network PaddleSeg 2.8
+lacks) and ``nets`` (segx's own networks, used instead of paddleseg's where segx has them;
+``SEGX_NETWORKS=paddleseg`` turns them off).
 
 ``import zlib`` must run before the first ``import paddle``: libpaddle exports its own zlib
 symbols, and importing it first breaks every later zlib user (PNG I/O, sklearn) on this Python.
