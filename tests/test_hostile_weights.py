@@ -50,7 +50,7 @@ def isolated(code: str, *args: str, env: dict | None = None, timeout: int = 60) 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-LOAD = ("from segx import safe_pickle\n"
+LOAD = ("from segx.utils import safe_pickle\n"
         "obj = safe_pickle.load_state_dict(sys.argv[1])\n"
         "out = {'loaded': len(obj)}")
 
