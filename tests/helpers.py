@@ -69,3 +69,44 @@ def check_dataset(root: Path, out: Path, *overrides: str) -> dict:
     written = [p for p in (out / "check_dataset_result.json",
                            out / "check_dataset_result.failed.json") if p.is_file()]
     return json.loads(max(written, key=lambda p: p.stat().st_mtime_ns).read_text())
+
+
+# The peak RSS of a command, measured so that the test process's own size does not count. On
+# Linux a forked child's max RSS starts at its parent's RSS at the fork (and exec keeps that high
+# water mark), so a child forked from a test process that has grown to GBs (in-process engines
+# earlier in the suite) would report GBs. A small wrapper interpreter forks the command instead,
+# caps its address space and reports its wait4 usage.
+_MEASURE = """
+import json, os, resource, sys, time, subprocess
+limit, timeout, out, err = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+def cap():
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+with open(out, "w") as so, open(err, "w") as se:
+    proc = subprocess.Popen(sys.argv[5:], stdout=so, stderr=se, preexec_fn=cap)
+    deadline = time.monotonic() + timeout  # a hang fails the test instead of blocking it
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.1)
+print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "peak_kib": usage.ru_maxrss}))
+"""
+
+
+def measured_run(args: list[str], folder: Path, *, cwd: Path = ROOT, env: dict | None = None,
+                 limit: int = 3 << 30, timeout: float = 300
+                 ) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``args`` with its address space capped at ``limit``; returns the completed process
+    (stdout and stderr as text, also kept in ``folder``) and its peak RSS in KiB (with the
+    processes it waited for)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out, err = folder / "stdout", folder / "stderr"
+    wrapper = subprocess.run([sys.executable, "-c", _MEASURE, str(limit), str(timeout),
+                              str(out), str(err), *args], cwd=cwd, env=env, text=True,
+                             capture_output=True, timeout=timeout + 60)
+    assert wrapper.returncode == 0, wrapper.stderr[-2000:]
+    report = json.loads(wrapper.stdout.strip().splitlines()[-1])
+    done = subprocess.CompletedProcess(args, report["rc"], out.read_text(), err.read_text())
+    return done, report["peak_kib"]

@@ -344,20 +344,18 @@ def _mask_dataset(ds: Path, png: bytes) -> None:
 
 
 def _convert_in_a_child(ds: Path, out: Path) -> tuple[str, int]:
-    """(what ``convert`` raised, peak RSS in MiB) in a fresh process."""
-    import subprocess
+    """(what ``convert`` raised, peak RSS in MiB) in a fresh, measured process."""
     import sys
-    from helpers import ROOT
-    code = ("import resource, sys\nfrom pathlib import Path\n"
+    from helpers import measured_run
+    code = ("import sys\nfrom pathlib import Path\n"
             "from segx.data.labelme import convert\n"
             "try:\n    convert(Path(sys.argv[1]), Path(sys.argv[2]), 0)\n    print('converted')\n"
-            "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(ds), str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+            "except Exception as exc:\n    print(type(exc).__name__, exc)\n")
+    r, peak_kib = measured_run([sys.executable, "-c", code, str(ds), str(out)],
+                               out.parent / "proc")
     lines = r.stdout.strip().splitlines()
-    assert r.returncode == 0 and len(lines) == 2, r.stdout + r.stderr
-    return lines[0], int(lines[1])
+    assert r.returncode == 0 and len(lines) == 1, r.stdout + r.stderr
+    return lines[0], peak_kib // 1024
 
 
 @pytest.mark.parametrize("dims", [(13000, 13000), (100_000, 100_000), (61, 40)])

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT
+from helpers import ROOT, measured_run
 
 PEAK_LIMIT_KB = 1024 * 1024  # 1 GiB, in ru_maxrss units (KiB on Linux)
 AS_LIMIT = 3 << 30  # address space of the checked process: a regression hits MemoryError
@@ -112,34 +110,14 @@ EXPECTED = {"int32_huge": "label_values", "int32_negative": "label_values",
             "huge_label": "label_too_large", "huge_image": "image_too_large"}
 
 
-def _limit_memory() -> None:
-    """A regression must fail the test, not take the machine's memory (or swap) with it."""
-    resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
-
-
 def _check(root: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, int]:
-    """check_dataset through the CLI in a subprocess; returns (result, peak RSS in KiB of the
+    """check_dataset through the CLI in a capped process; returns (result, peak RSS in KiB of the
     process and every worker it waited for)."""
     args = [sys.executable, str(ROOT / "main.py"), "-c", "PP-LiteSeg-T",
             "-o", "Global.mode=check_dataset", "-o", f"Global.dataset_dir={root}",
             "-o", f"Global.output={out}", "-o", "CheckDataset.num_workers=2", *extra]
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / "stdout", "w+") as so, open(out.parent / "stderr", "w+") as se:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=so, stderr=se, preexec_fn=_limit_memory,
-                                env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        deadline = time.monotonic() + 300  # a hang fails the test instead of blocking it
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-            time.sleep(0.2)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        so.seek(0)
-        se.seek(0)
-        return subprocess.CompletedProcess(args, proc.returncode, so.read(), se.read()), \
-            usage.ru_maxrss
+    return measured_run(args, out.parent / "proc", limit=AS_LIMIT,
+                        env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 @pytest.mark.parametrize("bad", sorted(BAD))

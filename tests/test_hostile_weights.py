@@ -12,17 +12,18 @@ import gzip
 import io
 import json
 import os
+import shutil
 import struct
-import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, measured_run, run_cli
 from segx.utils import safe_pickle
 from segx.utils.errors import WeightsError
 from weights_server import WeightsServer
@@ -33,21 +34,24 @@ CHILD_LIMIT = 3 << 30  # address space of a child; the promise is < 1 GB of RSS
 # --------------------------------------------------------------------------- helpers
 def isolated(code: str, *args: str, env: dict | None = None, timeout: int = 60) -> dict:
     """Run ``code`` in a child (address space capped); it prints one JSON line: its outcome.
-    Returns that outcome plus ``rss_mb``, the child's peak RSS."""
+    Returns that outcome plus ``rss_mb``, the child's peak RSS (measured by
+    :func:`helpers.measured_run`, so the test process's size does not count)."""
     wrapper = (
-        "import json, resource, sys\n"
-        f"resource.setrlimit(resource.RLIMIT_AS, ({CHILD_LIMIT}, {CHILD_LIMIT}))\n"
+        "import json, sys\n"
         "out = {}\n"
         "try:\n" + "".join(f"    {line}\n" for line in code.splitlines()) +
         "except BaseException as exc:\n"
         "    out = {'error': type(exc).__name__, 'message': str(exc)}\n"
-        "out['rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "print(json.dumps(out))\n")
-    proc = subprocess.run([sys.executable, "-c", wrapper, *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    folder = Path(tempfile.mkdtemp(prefix="isolated."))
+    try:
+        proc, peak_kib = measured_run([sys.executable, "-c", wrapper, *args], folder,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                                      limit=CHILD_LIMIT, timeout=timeout)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "rss_mb": peak_kib / 1024}
 
 
 LOAD = ("from segx.utils import safe_pickle\n"
