@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from helpers import ROOT
+from segx.modules.table import MODES
 from segx.runs.folder import CHECKPOINT_FILES, RunFolder, default_weights, run_config_path
 
 FIXTURE = ROOT / "tests" / "fixtures" / "run_v1"
@@ -52,7 +53,8 @@ def test_the_names_match_the_files_a_real_run_writes(run_dir):
     for name in recorded(run_dir):
         assert (run_dir / name).is_file(), name
     named = {run.config, run.best_model, run.train_log, run.train_result, run.train_report,
-             run.training_curves, *(p for _, p in checkpoints)}
+             run.training_curves, *(p for _, p in checkpoints),
+             *(run.result(mode) for mode in MODES)}  # other tests evaluate and predict here
     visualdl = json.loads(run.train_result.read_text(encoding="utf-8"))["visualdl_log"]
     unnamed = [p.name for p in run_dir.iterdir() if p not in named and p.name != visualdl]
     assert unnamed == [], f"files of a run that RunFolder does not name: {unnamed}"

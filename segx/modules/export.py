@@ -2,12 +2,15 @@
 
 The weights are ``Export.weight_path`` (default ``<Global.output>/best_model/model.pdparams``),
 so by default export replaces ``best_model/inference``: the one place where a run's deployable
-model is found (``create_model(run)``, predict mode, pipelines), int8 included;
+model is found (``create_model(run)``, predict mode, pipelines), int8 included. Export writes
+only inside ``Global.output``: weights from elsewhere (another run, a PaddleX run) are exported
+to ``<Global.output>/inference``, never beside them;
 the work is :func:`segx.export.exporter.export_run`: the Paddle model, each installed engine's
 exactness and speed, and on request ONNX (``Export.formats``) and int8 (``Export.quantize``).
 """
 from __future__ import annotations
 
+from pathlib import Path
 
 from segx.config import Config
 from segx.export.exporter import ExportOptions, export_run
@@ -20,7 +23,9 @@ def run(cfg: Config) -> dict:
     config_path = run_config_path(weights)
     options = ExportOptions.from_config(cfg)
     backend.set_device(backend.resolve_device(cfg.get("Global.device")))
-    target = RunFolder.export_dir(weights)
+    out = Path(cfg.get("Global.output")).resolve()
+    inside = weights.resolve().is_relative_to(out)
+    target = RunFolder.export_dir(weights) if inside else RunFolder(out).inference
     result = export_run(config_path, weights, target, options)
     a = result["agreement"]
     print(f"exported {weights} ({result['model_name']}, {result['num_classes']} classes) to "
