@@ -198,3 +198,14 @@ def test_heat_map_names_both_axes_and_stays_small():
         assert text.count(f"{n}<") == 2  # column head and row head
     big = heat_map(np.diag(np.arange(150) + 1), [f"c{k}" for k in range(150)])
     assert len(big) < 400_000  # 22,500 cells, mostly empty
+
+
+def test_paddle_engine_names_are_not_read_as_precisions(run_dir, data, tmp_path):
+    """Paddle Inference's name says how it runs (``paddle-onednn``), not a precision: fp32."""
+    out = tmp_path / "pd"
+    r = _evaluate(run_dir, data, out, "-o",
+                  f"Evaluate.weight_path={run_dir / 'best_model' / 'inference'}",
+                  "-o", "Evaluate.engine=paddle")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((out / "evaluate_result.json").read_text())
+    assert result["precision"] == "fp32" and result["engine"].startswith("paddle-")

@@ -49,7 +49,8 @@ def run(cfg: Config) -> dict:
     m = conf.metrics(names)
     out = RunFolder(cfg.get("Global.output"))
     confusion_png(conf.matrix, names, out.evaluate_confusion)
-    engine_name, precision = engine.rsplit("-", 1)
+    precision = model.precision  # "paddle-onednn" names no precision: fp32
+    engine_name = engine.removesuffix(f"-{precision}")
     page = write_report(out.evaluate_report,
                         {"model": model_name, "weights": what, "engine": engine_name,
                          "precision": precision, "split": split, "seconds": seconds,
