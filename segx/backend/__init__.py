@@ -26,13 +26,12 @@ from segx.utils.errors import BackendError, ConfigError, did_you_mean
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # paddle's C++ info lines ("New Executor ...")
 warnings.filterwarnings("ignore", message="When training, we now always track global mean")
+warnings.filterwarnings("ignore", message="No ccache found")  # Paddle 3 at import, irrelevant
 
 try:
     import paddle
-    import paddleseg  # noqa: F401
-    from paddleseg.cvlibs import manager
 except ImportError as exc:  # pragma: no cover - exercised only without the stack installed
-    raise BackendError(f"this needs paddlepaddle 2.6.2 and paddleseg 2.8.0 ({exc}).",
+    raise BackendError(f"this needs paddlepaddle ({exc}).",
                        solution="pip install 'segx[train]' (or run `make install`); prediction "
                                 "with an exported model needs only 'segx[deploy]'.") from None
 
@@ -122,7 +121,23 @@ def set_state(layer, state: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- building
-_KINDS = {"backbone": manager.BACKBONES}
+PADDLESEG_EXTRA = "pip install 'segx[paddleseg]' (Paddle 2.6.2 and numpy 1 only)"
+
+
+def paddleseg_manager(where: str, type_name: object, own: Any = None):
+    """paddleseg's component tables, for ``type_name`` at ``where`` (a type that segx's own
+    table ``own`` lacks, or the parity tests' oracle). paddleseg is an optional extra: it pins
+    Paddle 2.6 and numpy 1."""
+    try:
+        import paddleseg  # noqa: F401
+        from paddleseg.cvlibs import manager
+    except ImportError:
+        hint = did_you_mean(str(type_name), own.components_dict) if own is not None else ""
+        raise ConfigError(f"{where}.type='{type_name}' is not one of segx's own networks "
+                          f"and losses, and paddleseg (which has more) is not installed.{hint}",
+                          solution=f"fix the type, or {PADDLESEG_EXTRA}; `segx models` marks "
+                                   "the models that need it.") from None
+    return manager
 
 
 def _component(kind: Any, type_name: str, where: str):
@@ -137,8 +152,8 @@ def _component(kind: Any, type_name: str, where: str):
 def _build(spec: dict, kind: Any, where: str, extra: dict | None = None,
            kinds: dict | None = None):
     """Build ``spec`` from table ``kind``; nested ``{type: ...}`` values under a key of
-    ``kinds`` (default: backbone -> paddleseg's backbones) come from that key's table."""
-    kinds = _KINDS if kinds is None else kinds
+    ``kinds`` (default: none, the same table) come from that key's table."""
+    kinds = kinds or {}
     if not isinstance(spec, dict) or not spec.get("type"):
         raise ConfigError(f"{where} must be a mapping with a 'type'.",
                           solution=f"set {where}.type, for example PPLiteSeg.")
@@ -196,7 +211,10 @@ def build_model(arch: dict, num_classes: int,
         if nets.prefer_own(use_paddleseg) and nets.owns(arch):
             return _build(arch, nets.MODELS, "Arch", {"num_classes": num_classes},
                           {"backbone": nets.BACKBONES})
-        return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes})
+        manager = paddleseg_manager("Arch", arch.get("type") if isinstance(arch, dict)
+                                    else None, nets.MODELS)
+        return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes},
+                      {"backbone": manager.BACKBONES})
 
 
 def set_device(device: str) -> None:

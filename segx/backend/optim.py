@@ -8,9 +8,7 @@ import random
 
 import numpy as np
 import paddle
-from paddleseg.cvlibs import manager
-
-from segx.backend import _build, nets
+from segx.backend import _build, nets, paddleseg_manager
 from segx.utils.errors import ConfigError
 
 
@@ -25,9 +23,20 @@ def build_losses(spec: dict, use_paddleseg: bool | None = None) -> tuple[list, l
     if len(coef) != len(types):
         raise ConfigError(f"Train.losses has {len(types)} types but {len(coef)} coef values.",
                           solution="give one coefficient per loss type.")
-    return [_build(t, nets.LOSSES if own and isinstance(t, dict) and t.get("type") in nets.LOSSES
-                   else manager.LOSSES, f"Train.losses.types.{i}")
+    return [_build(t, _loss_table(t, own, f"Train.losses.types.{i}"), f"Train.losses.types.{i}")
             for i, t in enumerate(types)], [float(c) for c in coef]
+
+
+def _loss_table(spec: object, own: bool, where: str):
+    """segx's loss table when it has ``spec``'s type (and every loss nested in it), else
+    paddleseg's (an optional extra)."""
+    def owned(s: object) -> bool:
+        nested = s.get("losses") if isinstance(s, dict) else None
+        return (isinstance(s, dict) and s.get("type") in nets.LOSSES
+                and all(owned(n) for n in (nested if isinstance(nested, list) else [])))
+    if not isinstance(spec, dict) or (own and owned(spec)):
+        return nets.LOSSES  # (a spec that is no mapping fails in _build with its own message)
+    return paddleseg_manager(where, spec.get("type"), nets.LOSSES).LOSSES
 
 
 def uses_edges(losses: list) -> bool:

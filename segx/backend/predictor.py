@@ -65,13 +65,22 @@ class _Deploy(paddle.nn.Layer):
         return logit
 
 
-def export_static(model, prefix: Path, input_shape: Sequence | None, output_op: str) -> None:
-    """Write ``<prefix>.pdmodel`` and ``<prefix>.pdiparams`` for Paddle Inference."""
+def export_static(model, prefix: Path, input_shape: Sequence | None, output_op: str) -> Path:
+    """Write the program and ``<prefix>.pdiparams`` for Paddle Inference; returns the program
+    file: ``<prefix>.json`` (Paddle 3 writes only PIR programs) or ``<prefix>.pdmodel``
+    (Paddle 2.6)."""
     model.eval()
     shape = list(input_shape) if input_shape else [None, 3, None, None]
     net = paddle.jit.to_static(_Deploy(model, output_op), full_graph=True, input_spec=[
         paddle.static.InputSpec(shape=shape, dtype="float32", name=INPUT)])
     paddle.jit.save(net, str(prefix))
+    pir = Path(f"{prefix}.json")
+    return pir if pir.is_file() else Path(f"{prefix}.pdmodel")
+
+
+def is_pir(model_file: Path) -> bool:
+    """Whether ``model_file`` is a PIR program (Paddle 3's ``inference.json``)."""
+    return Path(model_file).suffix == ".json"
 
 
 # Paddle Inference 2.6 graph passes that change results on CPU (with or without oneDNN):
@@ -90,13 +99,17 @@ class PaddleInference:
     def __init__(self, model_file: Path, params_file: Path, device: str = "cpu",
                  threads: int | None = None, mkldnn: bool = True, onednn_resize: bool = False,
                  tensorrt: bool = False):
-        """``onednn_resize`` also runs bilinear/nearest resizing in oneDNN (with ``mkldnn``):
-        several times faster than Paddle's own kernel, but oneDNN ignores Paddle's
-        ``scale_factor`` rounding on sizes it does not divide, so segx export turns it on only
-        where it reproduced the trained model (``Deploy.onednn_resize`` in inference.yml).
-        ``tensorrt`` (GPU) runs supported subgraphs in TensorRT at fp32, with dynamic shapes
-        from 64 x 64 to 2048 x 2048."""
+        """A PIR program (``inference.json``, Paddle 3) runs on the plain CPU kernels, without
+        oneDNN and without memory optimisation: Paddle 3.3's inference refuses both for PIR
+        ("ConvertPirAttribute2RuntimeAttribute not support", "Not find ...
+        memory_optimize_pass"). ``onednn_resize`` also runs bilinear/nearest resizing in oneDNN
+        (with ``mkldnn``): several times faster than Paddle's own kernel, but oneDNN ignores
+        Paddle's ``scale_factor`` rounding on sizes it does not divide, so segx export turns it
+        on only where it reproduced the trained model (``Deploy.onednn_resize`` in
+        inference.yml). ``tensorrt`` (GPU) runs supported subgraphs in TensorRT at fp32, with
+        dynamic shapes from 64 x 64 to 2048 x 2048."""
         config = paddle.inference.Config(str(model_file), str(params_file))
+        pir = is_pir(model_file)
         if device.startswith("gpu"):
             config.enable_use_gpu(200, int(device.partition(":")[2] or 0))
             if tensorrt:
@@ -109,7 +122,9 @@ class PaddleInference:
                                                   {INPUT: [1, 3, 512, 1024]})
         else:
             config.disable_gpu()
-            if mkldnn:
+            if pir:
+                config.disable_mkldnn()
+            elif mkldnn:
                 config.enable_mkldnn()
                 config.set_mkldnn_cache_capacity(ONEDNN_CACHED_SHAPES)
                 if onednn_resize:
@@ -117,7 +132,8 @@ class PaddleInference:
             config.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
             for name in _WRONG_CPU_PASSES:
                 config.delete_pass(name)
-        config.enable_memory_optim()
+        if not pir:
+            config.enable_memory_optim()
         config.switch_ir_optim(True)
         config.disable_glog_info()
         self.predictor = paddle.inference.create_predictor(config)

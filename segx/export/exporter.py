@@ -70,8 +70,11 @@ def _compare(out: np.ndarray, ref: np.ndarray) -> tuple[float, float, bool]:
 
 def _resize_exact(model, files: tuple, probes: list) -> bool:
     """Whether oneDNN resizing reproduces the trained model's logits on every probe the
-    network accepts (an odd size among them: that is where oneDNN's rounding differs)."""
-    from segx.backend.predictor import PaddleInference, predict_logits
+    network accepts (an odd size among them: that is where oneDNN's rounding differs). A PIR
+    program never runs oneDNN (:class:`segx.backend.predictor.PaddleInference`)."""
+    from segx.backend.predictor import PaddleInference, is_pir, predict_logits
+    if is_pir(files[0]):
+        return False
     engine, checked = PaddleInference(*files, onednn_resize=True), 0
     for probe in probes:
         try:
@@ -84,20 +87,21 @@ def _resize_exact(model, files: tuple, probes: list) -> bool:
     return checked > 0
 
 
-def agreement(model, folder: Path, output_op: str, probe: np.ndarray,
+def agreement(model, program: Path, output_op: str, probe: np.ndarray,
               dynamic_size: bool) -> dict:
-    """Compare the exported model (Paddle Inference) with ``model`` on ``probe``, and find
-    whether oneDNN resizing may be used for it (also checked on an odd-sized input when the
+    """Compare the exported ``program`` (Paddle Inference) with ``model`` on ``probe``, and
+    find whether oneDNN resizing may be used for it (also checked on an odd-sized input when the
     model takes any size)."""
     from segx.backend.predictor import PaddleInference, export_static, predict_logits
+    folder = program.parent
     ref = predict_logits(model, probe)
-    out = PaddleInference(folder / "inference.pdmodel", folder / "inference.pdiparams")(probe)
+    out = PaddleInference(program, program.with_suffix(".pdiparams"))(probe)
     equal = float(((out if output_op == "argmax" else out.argmax(1)) == ref.argmax(1)).mean())
     logits_folder = folder if output_op == "none" else folder / "_logits"
     try:  # logits come from the export itself or a temporary one without the output op
-        if output_op != "none":
+        logits = program if output_op == "none" else \
             export_static(model, logits_folder / "inference", None, "none")
-        files = (logits_folder / "inference.pdmodel", logits_folder / "inference.pdiparams")
+        files = (logits, logits.with_suffix(".pdiparams"))
         diff, relative, ok = _compare(PaddleInference(*files)(probe), ref)
         odd = np.random.default_rng(1).normal(0, 1, (1, 3, 97, 131)).astype(np.float32)
         resize = _resize_exact(model, files, [probe, odd] if dynamic_size else [probe])
@@ -115,7 +119,7 @@ class ExportOptions:
 
     shape: list | None = None
     output_op: str = "argmax"
-    formats: tuple[str, ...] = ("paddle",)
+    formats: tuple[str, ...] | None = None  # None: paddle, and onnx where a PIR export has one
     quantize: str | None = None
     int8_max_drop: float = 1.0
     calibration_images: int = 300
@@ -123,17 +127,12 @@ class ExportOptions:
 
     @classmethod
     def from_config(cls, cfg: Config) -> "ExportOptions":
-        formats = tuple(cfg.get("Export.formats") or ("paddle",))
-        unknown = set(formats) - {"paddle", "onnx"}
-        if unknown or "paddle" not in formats:
+        given = cfg.get("Export.formats")
+        formats = None if given is None else tuple(given)
+        if formats is not None and (set(formats) - {"paddle", "onnx"} or "paddle" not in formats):
             raise ConfigError(f"Export.formats={list(formats)}: the formats are paddle (always) "
                               "and onnx.", solution="write -o Export.formats=[paddle,onnx].")
         shape = input_shape(cfg.get("Export.input_shape"))
-        if "onnx" in formats and not (shape and all(shape)):
-            raise ConfigError("an ONNX export needs a fixed input shape (ONNX Runtime cannot run "
-                              "PP-LiteSeg-style pooling at a variable size).",
-                              solution="add -o Export.input_shape=[1,3,512,512] (your images "
-                                       "are resized to it and back).")
         return cls(shape, cfg.get("Export.output_op"), formats, cfg.get("Export.quantize"),
                    cfg.get("Export.int8_max_drop"), cfg.get("Export.calibration_images"),
                    cfg.get("Global.dataset_dir"))
@@ -167,16 +166,16 @@ def export_run(config_path: Path, weights: Path, target: Path,
     return {"inference_dir": str(target), "weight_path": str(weights),
             "model_name": run_cfg.get("Global.model"),
             "num_classes": run_cfg.get("Train.num_classes"), "agreement": report,
-            "engines": deploy["engines"], **({"int8": deploy["int8"]} if "int8" in deploy
-                                              else {})}
+            "model_file": deploy["model"], "engines": deploy["engines"],
+            **{k: deploy[k] for k in ("onnx", "onnx_skipped", "int8") if k in deploy}}
 
 
 def _export_all(model, run_cfg: Config, tmp: Path, options: ExportOptions) -> tuple[dict, dict]:
     """The files of one export in ``tmp``; returns (agreement report, Deploy additions)."""
     from segx.backend.predictor import export_static
-    export_static(model, tmp / "inference", options.shape, options.output_op)
+    program = export_static(model, tmp / "inference", options.shape, options.output_op)
     probe = _probe(run_cfg, options.shape)
-    report = agreement(model, tmp, options.output_op, probe,
+    report = agreement(model, program, options.output_op, probe,
                        dynamic_size=not (options.shape and all(options.shape[2:])))
     if not report["ok"]:
         raise SegxError(f"the exported model disagrees with the trained one: "
@@ -184,12 +183,13 @@ def _export_all(model, run_cfg: Config, tmp: Path, options: ExportOptions) -> tu
                         f"{report['max_abs_diff']:.3g}.",
                         solution="report this with the model name; try -o "
                                  "Export.input_shape to fix the input size.")
-    deploy = {"onednn_resize": report["onednn_resize"]}
-    if "onnx" in options.formats:
-        deploy["onnx"] = to_onnx(tmp, options.shape, probe, options.output_op)
+    deploy = {"model": program.name, "params": program.with_suffix(".pdiparams").name,
+              "onednn_resize": report["onednn_resize"]}
+    onnx = onnx_export(model, run_cfg, program, options, probe)
+    deploy.update(onnx)
     deploy["engines"] = engine_records(tmp, probe, options.output_op, deploy)
     if options.quantize == "int8":
-        deploy["int8"] = int8_export(run_cfg, tmp, options, probe)
+        deploy["int8"] = int8_export(run_cfg, tmp, options, probe, deploy)
     return report, deploy
 
 
@@ -197,15 +197,22 @@ def engine_records(folder: Path, probe: np.ndarray, output_op: str, deploy: dict
     """Each installed engine's exactness against Paddle Inference on the probe, and its time
     (best of 3): what ``engine=auto`` chooses by."""
     from segx.backend.predictor import PaddleInference
-    from segx.inference.engines import OnnxEngine, OpenVINOEngine, installed
-    ref_engine = PaddleInference(folder / "inference.pdmodel", folder / "inference.pdiparams",
-                              onednn_resize=deploy["onednn_resize"])
+    from segx.inference.engines import OnnxEngine, OpenVINOEngine, fixed_size, installed, \
+        openvino_source
+    size = fixed_size((deploy.get("onnx") or {}).get("input_shape"))
+    if size and probe.shape[2:] != size:  # every engine timed at the size ONNX was made for
+        probe = np.random.default_rng(3).normal(0, 1, (1, 3, *size)).astype(np.float32)
+    ref_engine = PaddleInference(folder / deploy["model"], folder / deploy["params"],
+                                 onednn_resize=deploy["onednn_resize"])
     ref = ref_engine(probe)
     records = {"paddle": {"exact": True, "ms": _best_ms(ref_engine, probe)}}
     candidates = {}
-    if installed("openvino"):
-        candidates["openvino"] = lambda: OpenVINOEngine(folder / "inference.pdmodel", "fp32",
-                                                        None)
+    source = openvino_source(deploy)
+    if installed("openvino") and source:
+        candidates["openvino"] = lambda: OpenVINOEngine(folder / source[0], "fp32", None)
+    elif installed("openvino"):
+        records["openvino"] = {"exact": False, "error": "OpenVINO cannot read a PIR program "
+                               "(inference.json) and this export has no ONNX"}
     if "onnx" in deploy and installed("onnxruntime"):
         candidates["onnxruntime"] = lambda: OnnxEngine(folder / deploy["onnx"]["model"], None)
     labels = (lambda x: x) if output_op == "argmax" else (lambda x: x.argmax(1))
@@ -240,43 +247,130 @@ def _best_ms(engine, probe: np.ndarray) -> float:
     return round(best * 1000, 2)
 
 
-def to_onnx(folder: Path, shape: list, probe: np.ndarray, output_op: str) -> dict:
-    """``inference.onnx`` converted by paddle2onnx from the Paddle export (a fixed shape),
-    checked with ONNX Runtime against Paddle Inference at that shape."""
-    from segx.backend.onnx import paddle_to_onnx
+def onnx_export(model, run_cfg: Config, program: Path, options: ExportOptions,
+                probe: np.ndarray) -> dict:
+    """``{"onnx": record}`` when this export writes ONNX, ``{"onnx_skipped": reason}`` when
+    it would but cannot, else ``{}``. ONNX is written when asked (``Export.formats`` with onnx:
+    any failure is an error) and by default for a Paddle 3 (PIR) export, which OpenVINO can read
+    only as ONNX (there a missing converter or a conversion failure is reported, not fatal). A
+    disagreement with Paddle Inference is always fatal."""
+    from segx.backend.onnx import ConversionError, converter_available, no_converter_reason
+    from segx.backend.predictor import is_pir
+    asked = options.formats is not None and "onnx" in options.formats
+    if not asked and not (options.formats is None and is_pir(program)):
+        return {}
+    if not asked and not converter_available():
+        return {"onnx_skipped": no_converter_reason()}
+    try:
+        return {"onnx": to_onnx(model, run_cfg, program, options, probe)}
+    except ConversionError as exc:
+        if asked:
+            raise
+        return {"onnx_skipped": exc.message}
+
+
+def to_onnx(model, run_cfg: Config, program: Path, options: ExportOptions,
+            probe: np.ndarray) -> dict:
+    """``inference.onnx`` beside ``program``, converted by paddle2onnx: at ``Export.input_shape``
+    when it is fixed, else at any size where ONNX Runtime runs the conversion at two sizes, else
+    at the model's natural fixed size (:func:`onnx_size`); checked with ONNX Runtime against
+    Paddle Inference (fatal below :data:`MIN_ARGMAX_AGREEMENT`)."""
+    from segx.backend.onnx import ConversionError
+    from segx.inference.engines import installed
+    if not installed("onnxruntime"):
+        raise ConfigError("an ONNX export is checked with onnxruntime, which is not installed.",
+                          solution="pip install 'segx[export-onnx]'.")
+    target = program.parent / "inference.onnx"
+    if options.shape and all(options.shape):  # the program itself has that one size
+        return _convert_checked(program, target, options.shape, _noise(options.shape),
+                                options.output_op)
+    try:
+        return _convert_checked(program, target, None, probe, options.output_op)
+    except ConversionError:
+        return _convert_fixed(model, program, target, [1, 3, *onnx_size(run_cfg)],
+                              options.output_op)
+
+
+def _noise(shape: list) -> np.ndarray:
+    return np.random.default_rng(2).normal(0, 1, shape).astype(np.float32)
+
+
+def _convert_fixed(model, program: Path, target: Path, shape: list, output_op: str) -> dict:
+    """ONNX at one input size, converted from a copy of the program exported at that size."""
+    from segx.backend.predictor import export_static
+    work = program.parent / "_onnx_fixed"
+    try:
+        fixed = export_static(model, work / "inference", shape, output_op)
+        return _convert_checked(fixed, target, shape, _noise(shape), output_op,
+                                reference=program)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _convert_checked(program: Path, target: Path, shape: list | None, x: np.ndarray,
+                     output_op: str, reference: Path | None = None) -> dict:
+    """Convert ``program`` and check ONNX Runtime against Paddle Inference on ``x`` (and, for
+    a dynamic conversion, on an odd size too); a conversion ONNX Runtime cannot run is a
+    :class:`ConversionError`, a disagreement a fatal :class:`SegxError`."""
+    from segx.backend.onnx import ConversionError, paddle_to_onnx
     from segx.backend.predictor import PaddleInference
     from segx.inference.engines import OnnxEngine
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise ConfigError("an ONNX export needs paddle2onnx 1.3.1 and onnxruntime.",
-                          solution="pip install 'segx[export-onnx]'.") from None
-    paddle_to_onnx(folder)
-    x = probe if list(probe.shape) == list(shape) else \
-        np.random.default_rng(2).normal(0, 1, shape).astype(np.float32)
-    try:
-        out = OnnxEngine(folder / "inference.onnx", None)(x)
-    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's refusal, said in one line
-        raise SegxError(f"ONNX Runtime cannot run this model at {shape[3]}x{shape[2]} "
-                        f"({str(exc).splitlines()[-1][:300]}).",
-                        solution="use a larger Export.input_shape, e.g. [1,3,512,512] (pooling "
-                                 "layers need room at 1/32 of the size).") from None
-    ref = PaddleInference(folder / "inference.pdmodel", folder / "inference.pdiparams")(x)
+    paddle_to_onnx(program, target)
+    reference = reference or program
+    paddle = PaddleInference(reference, reference.with_suffix(".pdiparams"))
+    inputs = [x] if shape else [x, np.random.default_rng(1).normal(0, 1, (1, 3, 97, 131))
+                                .astype(np.float32)]
     labels = (lambda a: a) if output_op == "argmax" else (lambda a: a.argmax(1))
-    equal = float((labels(out) == labels(ref)).mean())
+    try:
+        engine = OnnxEngine(target, None)
+        outs = [engine(i) for i in inputs]
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's refusal, said in one line
+        target.unlink(missing_ok=True)
+        size = f"{shape[3]}x{shape[2]}" if shape else "a variable size"
+        raise ConversionError(f"ONNX Runtime cannot run the conversion at {size} "
+                              f"({_first_line(exc)}).",
+                              solution="use a larger Export.input_shape, e.g. [1,3,512,512] "
+                                       "(pooling layers need room at 1/32 of the size).") from None
+    equal = min(float((labels(o) == labels(paddle(i))).mean()) for o, i in zip(outs, inputs))
     if equal < MIN_ARGMAX_AGREEMENT:
-        raise SegxError(f"the ONNX export disagrees with the Paddle one at that shape "
-                        f"({equal:.4%} equal pixels).",
-                        solution="export without onnx, or report this with the model name.")
-    return {"model": "inference.onnx", "input_shape": list(shape), "argmax_equal": equal}
+        target.unlink(missing_ok=True)
+        raise SegxError(f"the ONNX export disagrees with the Paddle one ({equal:.4%} equal "
+                        "pixels).", solution="export with -o Export.formats=[paddle], or report "
+                                             "this with the model name.")
+    return {"model": target.name, "input_shape": list(shape) if shape else
+            [None, 3, None, None], "argmax_equal": equal}
 
 
-def int8_export(run_cfg: Config, folder: Path, options: ExportOptions, probe: np.ndarray) -> dict:
-    """The int8 OpenVINO model beside the fp32 one, with its measured mIoU against fp32 and both
+def onnx_size(run_cfg: Config) -> tuple[int, int]:
+    """(H, W) for an ONNX export of a network that needs a fixed size: the size its
+    evaluation transforms make (Padding or Resize target), else the training crop, else
+    512 x 512."""
+    for key in ("Train.val_transforms", "Train.transforms"):
+        for spec in run_cfg.get(key) or []:
+            size = spec.get("target_size") or spec.get("crop_size") if isinstance(spec, dict) \
+                else None
+            if isinstance(size, int):
+                return size, size
+            if isinstance(size, (list, tuple)) and len(size) == 2 and all(
+                    isinstance(v, int) and v > 0 for v in size):
+                return int(size[1]), int(size[0])  # PaddleSeg sizes are [w, h]
+    return 512, 512
+
+
+def int8_export(run_cfg: Config, folder: Path, options: ExportOptions, probe: np.ndarray,
+                deploy: dict) -> dict:
+    """The int8 OpenVINO model beside the fp32 one (calibrated from what OpenVINO reads: the
+    ``.pdmodel``, or the ONNX of a PIR export), with its measured mIoU against fp32 and both
     speeds on the probe (best of 3, as for every other engine)."""
-    from segx.inference.engines import OpenVINOEngine, Resized, fixed_size
+    from segx.inference.engines import OpenVINOEngine, Resized, openvino_source
     from segx.inference.preprocess import preprocessor
     from segx.export.int8 import INT8_MODEL, calibrate, compare
+    source = openvino_source(deploy)
+    if not source:
+        raise ConfigError("int8 needs OpenVINO, which reads a Paddle 3 (PIR) export only through "
+                          f"its ONNX, and this export has none ({deploy.get('onnx_skipped')}).",
+                          solution="export on Python 3.12 or older with 'segx[export-onnx]' "
+                                   "installed.")
     root = options.dataset_dir or run_cfg.get("Global.dataset_dir")
     if not root or not Path(root).is_dir():
         raise ConfigError("Export.quantize=int8 calibrates on the training images and checks "
@@ -286,9 +380,9 @@ def int8_export(run_cfg: Config, folder: Path, options: ExportOptions, probe: np
     train = [s.image for s in layout.samples.get("train", [])][:options.calibration_images]
     val = [(s.image, s.label) for s in layout.samples.get("val", [])]
     prepare = preprocessor(run_cfg.get("Train.val_transforms"), "Train.val_transforms")
-    size = fixed_size(options.shape)
-    calibrate(folder / "inference.pdmodel", train, prepare, folder / INT8_MODEL, size)
-    fp32 = OpenVINOEngine(folder / "inference.pdmodel", "fp32", None)
+    model_file, size = source
+    calibrate(folder / model_file, train, prepare, folder / INT8_MODEL, size)
+    fp32 = OpenVINOEngine(folder / model_file, "fp32", None)
     int8 = OpenVINOEngine(folder / INT8_MODEL, "int8", None)
     if size:
         fp32, int8 = Resized(fp32, *size), Resized(int8, *size)
@@ -300,10 +394,11 @@ def int8_export(run_cfg: Config, folder: Path, options: ExportOptions, probe: np
 
 def inference_info(run_cfg: Config, shape: list | None, output_op: str, deploy: dict) -> dict:
     """The ``inference.yml`` of an export (PaddleX's layout: ``Deploy`` and ``Global``), with
-    what export measured (``onednn_resize``, ``engines``, ``onnx``, ``int8``)."""
+    the program's files (``model``: ``inference.json`` from Paddle 3, ``inference.pdmodel``
+    from 2.6; ``params``) and what export measured (``onednn_resize``, ``engines``, ``onnx``
+    or ``onnx_skipped``, ``int8``)."""
     return {
-        "Deploy": {"model": "inference.pdmodel", "params": "inference.pdiparams",
-                   "transforms": run_cfg.get("Train.val_transforms"),
+        "Deploy": {"transforms": run_cfg.get("Train.val_transforms"),
                    "input_shape": shape or [None, 3, None, None], "output_op": output_op,
                    "output_dtype": "int32" if output_op == "argmax" else "float32",
                    "min_input": run_cfg.get("Meta.min_input"), **deploy},

@@ -8,12 +8,14 @@ augmentation from :class:`segx.api.model.SegModel`.
 
 | engine | reads | precisions | needs |
 |---|---|---|---|
-| ``paddle`` | ``inference.pdmodel`` | fp32 (CPU oneDNN or plain kernels, GPU, TensorRT) | paddlepaddle |
-| ``openvino`` | ``inference.pdmodel`` directly; ``inference_int8.xml`` | fp32, bf16 (CPUs with native bf16), int8 | openvino |
-| ``onnxruntime`` | ``inference.onnx`` (made for one input size) | fp32 | onnxruntime |
+| ``paddle`` | ``inference.json`` (Paddle 3, plain CPU kernels) or ``inference.pdmodel`` (2.6, oneDNN) | fp32 (CPU, GPU, TensorRT) | paddlepaddle |
+| ``openvino`` | ``inference.pdmodel`` directly, else ``inference.onnx``; ``inference_int8.xml`` | fp32, bf16 (CPUs with native bf16), int8 | openvino |
+| ``onnxruntime`` | ``inference.onnx`` | fp32 | onnxruntime |
 
-An export made for one input size (``Export.input_shape``, always for ONNX) takes any image:
-each is resized to that size and its output back.
+OpenVINO cannot read a PIR program (``inference.json``), so on a Paddle 3 export it reads the
+ONNX that export converted. An export or ONNX made for one input size (``Export.input_shape``;
+PP-LiteSeg-style adaptive pooling converts only at a fixed size) takes any image: each is
+resized to that size and its output back.
 
 ``auto`` picks, among the installed engines that export found exact for this model, the one
 export measured fastest (Paddle on a GPU); it never picks bf16. Precision ``auto`` is int8 where
@@ -37,7 +39,7 @@ from segx.utils.errors import ConfigError, WeightsError
 ENGINES = ("auto", "paddle", "openvino", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
 MODULES = {"paddle": "paddle", "openvino": "openvino", "onnxruntime": "onnxruntime"}
-INSTALL = {"paddle": "pip install 'segx[train]' (paddlepaddle 2.6.2)",
+INSTALL = {"paddle": "pip install 'segx[train]' (paddlepaddle)",
            "openvino": "pip install 'segx[openvino]'", "onnxruntime": "pip install 'segx[onnx]'"}
 Engine = Callable[[np.ndarray], np.ndarray]
 
@@ -61,6 +63,16 @@ def installed(name: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def runnable(deploy: dict) -> set[str]:
+    """The installed engines that can read this export: Paddle 2.6 crashes on a PIR program
+    (``inference.json``, a segmentation fault in its loader), so it is left out there."""
+    from segx.runs.paddlex import paddle_major
+    available = {name for name in MODULES if installed(name)}
+    if str(deploy.get("model", "")).endswith(".json") and paddle_major() == 2:
+        available.discard("paddle")
+    return available
 
 
 @lru_cache(maxsize=1)
@@ -127,6 +139,12 @@ def _fastest(deploy: dict, available: set[str]) -> str:
 
 
 def _check(p: Plan, deploy: dict, available: set[str], bf16: bool) -> Plan:
+    if p.engine == "paddle" and "paddle" not in available and \
+            str(deploy.get("model", "")).endswith(".json") and installed("paddle"):
+        raise ConfigError("this is a Paddle 3 export (PIR, inference.json), which the installed "
+                          "Paddle 2.6 cannot run.",
+                          solution="use engine=openvino or onnxruntime (with its ONNX), or "
+                                   "install Paddle 3 (pip install 'paddlepaddle>=3.3').")
     if p.engine not in available:
         raise ConfigError(f"engine '{p.engine}' is not installed.",
                           solution=f"{INSTALL[p.engine]}, or choose another engine.")
@@ -155,25 +173,53 @@ def _check(p: Plan, deploy: dict, available: set[str], bf16: bool) -> Plan:
                               f"{int8.get('max_drop')}), so segx does not use it.",
                               solution="use fp32, or re-export with more calibration images or "
                                        "a larger Export.int8_max_drop if that loss is fine.")
+    if p.engine == "openvino" and p.precision != "int8" and not openvino_source(deploy):
+        raise ConfigError("OpenVINO cannot read a Paddle 3 (PIR) program and this export has no "
+                          f"ONNX ({deploy.get('onnx_skipped') or 'not converted'}).",
+                          solution="use engine=paddle, or export on Python 3.12 or older with "
+                                   "'segx[export-onnx]' installed.")
     if p.engine == "onnxruntime" and not deploy.get("onnx"):
         raise ConfigError("this model has no ONNX export.",
-                          solution="export it with -o Export.formats=[paddle,onnx] and "
-                                   "-o Export.input_shape=[1,3,H,W].")
+                          solution="export it with -o Export.formats=[paddle,onnx].")
     return p
+
+
+def program_file(folder: Path, deploy: dict) -> str:
+    """The Paddle program of an export: ``Deploy.model``, else (PaddleSeg's and PaddleX's
+    exports name none) ``inference.json`` (Paddle 3, PIR) where it exists, else
+    ``inference.pdmodel``."""
+    model = deploy.get("model")
+    if isinstance(model, str) and model:
+        return model
+    return "inference.json" if (folder / "inference.json").is_file() else "inference.pdmodel"
+
+
+def openvino_source(deploy: dict) -> tuple[str, tuple[int, int] | None] | None:
+    """(the file OpenVINO reads for fp32/bf16 and calibration, the one input size it was made
+    for or None): the ``.pdmodel`` of a Paddle 2.6 export, else the ONNX of a PIR export;
+    None when there is neither (a PIR export without ONNX)."""
+    model = str(deploy.get("model", "inference.pdmodel"))
+    if model.endswith(".pdmodel"):
+        return model, fixed_size(deploy.get("input_shape"))
+    onnx = deploy.get("onnx")
+    if isinstance(onnx, dict) and onnx.get("model"):
+        return str(onnx["model"]), fixed_size(onnx.get("input_shape"))
+    return None
 
 
 # --------------------------------------------------------------------------- building
 def _paddle(folder: Path, deploy: dict, device: str, threads: int | None,
             onednn: bool | None, tensorrt: bool) -> tuple[Engine, str]:
     from segx.backend.predictor import PaddleInference
-    files = (folder / deploy.get("model", "inference.pdmodel"),
-             folder / deploy.get("params", "inference.pdiparams"))
+    files = (folder / deploy["model"], folder / deploy.get("params", "inference.pdiparams"))
     for f in files:
         if not f.is_file():
             raise WeightsError(f"'{f}' is missing.", solution="re-export the model.")
     if device.startswith("gpu"):
         return PaddleInference(*files, device, threads, mkldnn=False, tensorrt=tensorrt), \
             "paddle-tensorrt" if tensorrt else "paddle-gpu"
+    if files[0].suffix == ".json":  # PIR: Paddle 3.3 runs it only on the plain CPU kernels
+        return PaddleInference(*files, device, threads, mkldnn=False), "paddle-cpu"
     # oneDNN resizing only where segx export found it exact for this model
     resize = deploy.get("onednn_resize") is True
     if onednn is not None:
@@ -213,6 +259,8 @@ class OnnxEngine:
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.log_severity_level = 3  # errors only: paddle2onnx's ONNX leaves unused
+        # initializers, about which ONNX Runtime warns once per tensor at every start
         self.session = ort.InferenceSession(str(model_file), options,
                                             providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
@@ -254,18 +302,18 @@ def open_engine(folder: Path, info: dict, engine: str = "auto", precision: str =
     """Build the engine for an exported folder; returns (engine, the name of what runs, e.g.
     ``openvino-fp32``). An export made for one input size gets any size through
     :class:`Resized`."""
-    deploy = info["Deploy"]
-    available = {name for name in MODULES if installed(name)}
+    deploy = {**info["Deploy"], "model": program_file(folder, info["Deploy"])}
+    available = runnable(deploy)
     p = plan(engine, precision, device, deploy, available,
              native_bf16() if precision in ("bf16",) else False)
     if p.engine == "paddle":
         built, name = _paddle(folder, deploy, device, threads, onednn, tensorrt)
         size = fixed_size(deploy.get("input_shape"))
     elif p.engine == "openvino":
-        model = folder / (deploy["int8"]["model"] if p.precision == "int8"
-                          else deploy.get("model", "inference.pdmodel"))
-        built, name = OpenVINOEngine(model, p.precision, threads), f"openvino-{p.precision}"
-        size = fixed_size(deploy.get("input_shape"))
+        source, size = openvino_source(deploy) or (None, None)
+        model = deploy["int8"]["model"] if p.precision == "int8" else source
+        built, name = OpenVINOEngine(folder / model, p.precision, threads), \
+            f"openvino-{p.precision}"
     else:
         onnx = deploy["onnx"]
         built, name = OnnxEngine(folder / onnx["model"], threads), "onnxruntime-fp32"

@@ -32,9 +32,18 @@ def run(cfg: Config) -> dict:
           f"{target}")
     print(f"  agreement with the in-memory model: {a['argmax_equal']:.4%} equal pixels, "
           f"max |logit diff| {a['max_abs_diff']:.3g}")
+    if "onnx" in result:
+        shape = result["onnx"]["input_shape"]
+        size = f"{shape[3]}x{shape[2]} (other sizes are resized to it and back)" if shape[2] \
+            else "any size"
+        print(f"  ONNX: {result['onnx']['model']} at {size}")
+    elif "onnx_skipped" in result:
+        print(f"  no ONNX: {result['onnx_skipped']}; OpenVINO and ONNX Runtime need it (export "
+              "on Python 3.12 with 'segx[export-onnx]'), Paddle Inference runs this export")
     for name, rec in result["engines"].items():
-        print(f"  {name:<12} {'exact' if rec['exact'] else 'NOT exact'}, {rec['ms']:.1f} ms on "
-              f"the check image")
+        print(f"  {name:<12} " + (f"cannot run it: {rec['error']}" if "error" in rec else
+                                  f"{'exact' if rec['exact'] else 'NOT exact'}, "
+                                  f"{rec['ms']:.1f} ms on the check image"))
     if "int8" in result:
         q = result["int8"]
         verdict = "accepted" if q["accepted"] else "REFUSED (beyond Export.int8_max_drop)"

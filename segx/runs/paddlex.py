@@ -4,8 +4,8 @@ A PaddleX (or PaddleSeg) training output holds ``config.yaml`` in PaddleSeg's fo
 ``train_dataset``, ``val_dataset``, ``loss`` ...), ``best_model/model.pdparams`` and
 ``best_model/inference/`` (``inference.yml`` with ``Deploy`` and ``Global.model_name``). segx
 turns the config into a run config, so ``evaluate``, ``export`` and ``predict`` work on such a
-folder. PaddleX 3's exports in Paddle 3's PIR format (``inference.json``) cannot run on Paddle
-2.6; they are refused with the route that works.
+folder. PaddleX 3's exports in Paddle 3's PIR format (``inference.json``) run on Paddle 3; on
+Paddle 2.6 they are refused with the route that works.
 """
 from __future__ import annotations
 
@@ -67,11 +67,27 @@ def run_config_from_paddleseg(data: dict, path: Path) -> Config:
 
 
 def refuse_pir(folder: Path) -> None:
-    """A PaddleX 3 export in the PIR format (``inference.json``) cannot run on Paddle 2.6."""
-    if (folder / "inference.json").is_file() and not (folder / "inference.pdmodel").is_file():
-        run = folder.parent.parent if folder.parent.name == RunFolder.BEST else folder.parent
-        raise WeightsError(
-            f"{folder} is a Paddle 3 (PIR, inference.json) export, which Paddle 2.6 cannot run.",
-            solution=f"use the training weights instead: {RunFolder(run).best_weights} "
-                     "(with the run's config.yaml) predicts directly, or export them with segx "
-                     "(Global.mode=export).")
+    """A Paddle 3 export in the PIR format (``inference.json``, from PaddleX 3 or segx on Paddle
+    3) runs on Paddle 3, or on OpenVINO/ONNX Runtime through its ONNX; on Paddle 2.6 without an
+    ONNX it cannot run at all."""
+    if not (folder / "inference.json").is_file() or (folder / "inference.pdmodel").is_file() \
+            or (folder / "inference.onnx").is_file() or paddle_major() != 2:
+        return
+    run = folder.parent.parent if folder.parent.name == RunFolder.BEST else folder.parent
+    raise WeightsError(
+        f"{folder} is a Paddle 3 (PIR, inference.json) export, which Paddle 2.6 cannot run.",
+        solution="install Paddle 3 (pip install 'paddlepaddle>=3.3'), or use the training "
+                 f"weights instead: {RunFolder(run).best_weights} (with the run's config.yaml) "
+                 "predicts directly, or export them with segx (Global.mode=export).")
+
+
+def paddle_major() -> int | None:
+    """The installed paddlepaddle's major version (read from its metadata; paddle is not
+    imported), or None without paddle."""
+    from importlib import metadata
+    for dist in ("paddlepaddle", "paddlepaddle-gpu"):
+        try:
+            return int(metadata.version(dist).split(".")[0])
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+    return None

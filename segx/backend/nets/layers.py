@@ -163,6 +163,38 @@ class AuxLayer(nn.Layer):
         return self.conv(self.dropout(self.conv_bn_relu(x)))
 
 
+class AdaptiveAvgPool2D(nn.AdaptiveAvgPool2D):
+    """paddle's adaptive average pooling, written in a static graph (export) as two small
+    matrix products, ``P_h @ x @ P_w^T``, whose bin-averaging matrices are built from the
+    input's run-time size. The values are the same (bin ``i`` of ``n`` averages rows
+    ``floor(i*H/n)`` to ``ceil((i+1)*H/n) - 1``), but the exported program converts to ONNX at
+    any input size: paddle2onnx converts ``pool2d`` with adaptive sizes only at a fixed size
+    ("Adaptive only support static input shape"). Same parameters (none) and names as paddle's
+    layer; NCHW only (other layouts keep paddle's op)."""
+
+    def forward(self, x):
+        if paddle.in_dynamic_mode() or self._data_format != "NCHW":
+            return super().forward(x)
+        size = self._output_size
+        bins = (size, size) if isinstance(size, int) else tuple(size)
+        shape = paddle.shape(x)
+        rows = _bin_matrix(shape[2], bins[0], x.dtype)
+        cols = _bin_matrix(shape[3], bins[1], x.dtype)
+        return paddle.matmul(paddle.matmul(rows, x), cols, transpose_y=True)
+
+
+def _bin_matrix(length, bins: int, dtype):
+    """The ``bins x length`` matrix averaging each adaptive-pooling bin of a ``length``-long
+    axis (``length`` a shape tensor)."""
+    pos = paddle.arange(length, dtype="float32").unsqueeze(0)
+    idx = paddle.arange(bins, dtype="float32").unsqueeze(1)
+    total = paddle.cast(length, "float32")
+    start = paddle.floor(idx * total / float(bins))
+    end = paddle.ceil((idx + 1.0) * total / float(bins))
+    inside = paddle.logical_and(pos >= start, pos < end)
+    return paddle.cast(paddle.cast(inside, "float32") / (end - start), dtype)
+
+
 def resize(x, size, mode: str = "bilinear", align_corners: bool = False,
            data_format: str = "NCHW"):
     """Resize ``x`` to ``size`` ([h, w], a list or a shape tensor). ``align_corners`` only

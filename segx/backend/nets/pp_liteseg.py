@@ -18,7 +18,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from segx.backend.nets import MODELS
-from segx.backend.nets.layers import ConvBN, ConvBNReLU, resize
+from segx.backend.nets.layers import AdaptiveAvgPool2D, ConvBN, ConvBNReLU, resize
 
 
 _resize = resize  # the final upsampling (a seam the tests plant differences in)
@@ -30,7 +30,7 @@ class PPContextModule(nn.Layer):
     def __init__(self, cin: int, inter: int, cout: int, bin_sizes, align_corners: bool = False):
         super().__init__()
         self.stages = nn.LayerList([
-            nn.Sequential(nn.AdaptiveAvgPool2D(output_size=b), ConvBNReLU(cin, inter, 1))
+            nn.Sequential(AdaptiveAvgPool2D(output_size=b), ConvBNReLU(cin, inter, 1))
             for b in bin_sizes])
         self.conv_out = ConvBNReLU(inter, cout, 3, padding=1)
         self.align_corners = align_corners
