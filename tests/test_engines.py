@@ -107,8 +107,9 @@ def _families() -> list[str]:
     return sorted(name for _, name in smallest.values())
 
 
-# OpenVINO 2026.4's Paddle reader cannot convert the flow-warping division of these two; export
-# records that, and auto leaves OpenVINO out for them (docs/deployment.md)
+# OpenVINO 2026.4's Paddle reader cannot convert the flow-warping division of these two in a
+# .pdmodel (Paddle 2.6); export records that, and auto leaves OpenVINO out for them
+# (docs/deployment.md). From a Paddle 3 export OpenVINO reads the ONNX instead.
 OPENVINO_CANNOT_READ = {"DecoupledSegNet-R50", "SFNet-R18"}
 
 
@@ -121,18 +122,24 @@ def test_openvino_agrees_with_paddle_on_every_exportable_family(name, tmp_path):
     from segx.backend.optim import seed_everything
     from segx.inference.engines import OpenVINOEngine
     from segx.export.exporter import engine_records
+    from segx.inference.engines import openvino_source
     seed_everything(0)
     net = backend.build_model(load_model_config(name)["Arch"], 3)
     net.eval()
-    export_static(net, tmp_path / "inference", [1, 3, 128, 128], "none")
+    program = export_static(net, tmp_path / "inference", [1, 3, 128, 128], "none")
+    deploy = {"model": program.name, "params": "inference.pdiparams", "onednn_resize": False}
+    if program.suffix == ".json":  # Paddle 3: OpenVINO reads the PIR program's ONNX
+        from segx.backend.onnx import paddle_to_onnx
+        paddle_to_onnx(program, tmp_path / "inference.onnx")
+        deploy["onnx"] = {"model": "inference.onnx", "input_shape": [1, 3, 128, 128]}
     x = np.random.default_rng(0).normal(0, 1, (1, 3, 128, 128)).astype(np.float32)
-    record = engine_records(tmp_path, x, "none", {"onednn_resize": False})["openvino"]
-    if name in OPENVINO_CANNOT_READ:
+    record = engine_records(tmp_path, x, "none", deploy)["openvino"]
+    if name in OPENVINO_CANNOT_READ and program.suffix == ".pdmodel":
         assert record["exact"] is False and "Fail to convert" in record["error"]
         return
     assert record["exact"], record
-    ref = PaddleInference(tmp_path / "inference.pdmodel", tmp_path / "inference.pdiparams")(x)
-    out = OpenVINOEngine(tmp_path / "inference.pdmodel", "fp32", None)(x)
+    ref = PaddleInference(program, tmp_path / "inference.pdiparams")(x)
+    out = OpenVINOEngine(tmp_path / openvino_source(deploy)[0], "fp32", None)(x)
     assert out.shape == ref.shape
     assert np.abs(out - ref).max() <= 1e-2 * (np.abs(ref).max() or 1.0), name
 
