@@ -3,8 +3,10 @@
 Exported models carry their pre-processing (``Deploy.transforms``, PaddleSeg's names and
 arguments). These are the deterministic ones PaddleSeg offers for evaluation and inference,
 computed exactly as PaddleSeg 2.8 does (tests compare them), so a deployed model predicts with
-numpy and OpenCV only; other names are PaddleSeg's own transforms (which need paddle). Each returns the image and records what it did in ``trans_info``, which
-:func:`segx.imaging.tta.restore` undoes on the output.
+numpy and OpenCV only; other names are segx's training transforms
+(:mod:`segx.imaging.transforms`, PaddleSeg's names, no paddle either). Each returns the image
+and records what it did in ``trans_info``, which :func:`segx.imaging.tta.restore` undoes on the
+output.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from segx.utils.errors import ConfigError, SegxError, did_you_mean
+from segx.imaging import transforms as own
+from segx.utils.errors import ConfigError, did_you_mean
 
 _INTERP = {"NEAREST": cv2.INTER_NEAREST, "LINEAR": cv2.INTER_LINEAR, "CUBIC": cv2.INTER_CUBIC,
            "AREA": cv2.INTER_AREA, "LANCZOS4": cv2.INTER_LANCZOS4}
@@ -129,21 +132,20 @@ TRANSFORMS: dict[str, Callable[..., Callable]] = {
 
 
 def _op(spec: dict, where: str) -> Callable:
-    """One transform: segx's numpy version, or PaddleSeg's (needs paddle) for other names."""
+    """One transform: the fast numpy version above, or segx's training transform of that name
+    (:mod:`segx.imaging.transforms`, PaddleSeg's names; no paddle either)."""
     name = spec.pop("type", None)
     if name not in TRANSFORMS:
-        try:
-            from segx.backend.data import build_transforms
-        except SegxError:
-            raise ConfigError(f"{where}: '{name}' is not an inference transform segx knows "
-                              "without paddle." + did_you_mean(str(name), TRANSFORMS),
-                              solution=f"use {', '.join(TRANSFORMS)}, or install paddle.") from None
-        transform = build_transforms([{"type": name, **spec}], where).transforms[0]
+        if name not in own.TRANSFORMS:
+            known = {*TRANSFORMS, *own.TRANSFORMS}
+            raise ConfigError(f"{where}: '{name}' is not a transform segx knows."
+                              + did_you_mean(str(name), known),
+                              solution=f"use one of {', '.join(sorted(known))}.")
+        transform = own.build_transform({"type": name, **spec}, where)
 
-        def paddleseg_op(img, info):
-            data = transform({"img": img, "trans_info": info, "gt_fields": []})
-            return data["img"]
-        return paddleseg_op
+        def sample_op(img, info):
+            return transform({"img": img, "trans_info": info, "gt_fields": []})["img"]
+        return sample_op
     try:
         return TRANSFORMS[name](**spec)
     except TypeError as exc:
