@@ -59,6 +59,11 @@ CASES = [
     {"type": "OhemCrossEntropyLoss", "thresh": 0.9, "min_kept": 0},
     {"type": "LovaszSoftmaxLoss"}, {"type": "LovaszSoftmaxLoss", "classes": "all"},
     {"type": "LovaszSoftmaxLoss", "classes": [1, 3]}, {"type": "LovaszSoftmaxLoss", "classes": [2]},
+    {"type": "BootstrappedCrossEntropyLoss", "min_K": 20, "loss_th": 0.3},  # many above
+    {"type": "BootstrappedCrossEntropyLoss", "min_K": 40, "loss_th": 4.0,
+     "weight": [1.0, 0.5, 2.0, 1.0]},  # too few above: the K largest
+    {"type": "MultiClassFocalLoss", "num_class": 4},
+    {"type": "MultiClassFocalLoss", "num_class": 4, "alpha": 0.5, "gamma": 1.5},
     {"type": "MixedLoss", "losses": [{"type": "CrossEntropyLoss"}, {"type": "LovaszSoftmaxLoss"},
                                      {"type": "DiceLoss"}], "coef": [1, 0.5, 0.25]},
     {"type": "MixedLoss", "losses": [{"type": "OhemCrossEntropyLoss", "min_kept": 10},
@@ -76,6 +81,12 @@ def test_value_and_gradient_match_paddleseg(spec):
 def test_lovasz_hinge_matches_paddleseg(channels):
     for seed in SEEDS:
         _assert_same({"type": "LovaszHingeLoss"}, seed, shape=(2, channels, 7, 9), classes=2)
+
+
+@pytest.mark.parametrize("args", [{}, {"alpha": 0.6, "gamma": 1.0}])
+def test_binary_focal_loss_matches_paddleseg(args):
+    for seed in SEEDS:
+        _assert_same({"type": "FocalLoss", **args}, seed, shape=(2, 2, 7, 9), classes=2)
 
 
 def test_mixed_loss_nests_segx_losses_and_the_train_step_sees_each_term():
@@ -125,5 +136,6 @@ def test_losses_take_int32_labels_and_float64_logits():
 
 def test_the_named_losses_are_segx_own():
     for name in ("CrossEntropyLoss", "DiceLoss", "OhemCrossEntropyLoss", "LovaszSoftmaxLoss",
-                 "LovaszHingeLoss", "MixedLoss"):
+                 "LovaszHingeLoss", "MixedLoss", "BootstrappedCrossEntropyLoss", "FocalLoss",
+                 "MultiClassFocalLoss"):
         assert name in nets.LOSSES and name in manager.LOSSES.components_dict

@@ -78,7 +78,8 @@ class CrossEntropyLoss(nn.Layer):
 
 
 # --------------------------------------------------------------------------- h20tf: more losses
-# DiceLoss, OhemCrossEntropyLoss, LovaszSoftmaxLoss, LovaszHingeLoss and MixedLoss, with
+# DiceLoss, OhemCrossEntropyLoss, LovaszSoftmaxLoss, LovaszHingeLoss, MixedLoss,
+# BootstrappedCrossEntropyLoss, FocalLoss and MultiClassFocalLoss, with
 # PaddleSeg 2.8's arguments, defaults, values and gradients (tests/test_own_losses.py). Two
 # deliberate differences: DiceLoss leaves the caller's label tensor as it was (PaddleSeg's
 # writes 0 over ignored pixels, so a loss after it in a MixedLoss counted them as class 0), and
@@ -285,3 +286,102 @@ class MixedLoss(nn.Layer):
 
     def forward(self, logits, labels):
         return [loss(logits, labels) * float(c) for loss, c in zip(self.losses, self.coef)]
+
+
+@LOSSES.add
+class BootstrappedCrossEntropyLoss(nn.Layer):
+    """Per image, the mean cross entropy of the pixels above ``loss_th`` when more than
+    ``min_K`` are, else of the ``min_K`` largest (ignored pixels count as 0); averaged over the
+    batch.
+
+    Args:
+        min_K: the fewest pixels averaged.
+        loss_th: the loss above which a pixel is hard.
+        weight: one weight per class (None: all 1).
+        ignore_index: label value left out (255).
+    """
+
+    def __init__(self, min_K, loss_th, weight=None, ignore_index: int = 255):
+        super().__init__()
+        self.K, self.threshold, self.ignore_index = min_K, loss_th, ignore_index
+        self.weight = None if weight is None else paddle.to_tensor(weight, dtype="float32")
+
+    def forward(self, logit, label):
+        n, c = logit.shape[0], logit.shape[1]
+        if label.ndim == logit.ndim:
+            label = label.squeeze(1)
+        total = paddle.zeros([], dtype="float32")
+        for i in range(n):
+            x = logit[i].transpose([1, 2, 0]).reshape([-1, c]).astype("float32")
+            y = label[i].reshape([-1]).astype("int64")
+            losses = paddle.sort(F.cross_entropy(x, y, weight=self.weight, reduction="none",
+                                                 ignore_index=self.ignore_index).reshape([-1]),
+                                 descending=True)
+            if self.K < losses.shape[0] and float(losses[self.K]) > self.threshold:
+                losses = paddle.gather(losses, paddle.nonzero(losses > self.threshold))
+            else:
+                losses = losses[:self.K]
+            total = total + paddle.mean(losses)
+        return total / float(n)
+
+
+@LOSSES.add
+class FocalLoss(nn.Layer):
+    """Sigmoid focal loss of a two-class output against one-hot 0/1 labels, averaged over the
+    counted pixels and both channels.
+
+    Args:
+        alpha: weight of class 1 (class 0: 1 - alpha).
+        gamma: focusing exponent.
+        ignore_index: label value left out (255).
+    """
+
+    def __init__(self, alpha=0.25, gamma: float = 2.0, ignore_index: int = 255):
+        super().__init__()
+        self.alpha, self.gamma, self.ignore_index = alpha, gamma, ignore_index
+        self.EPS = 1e-10
+
+    def forward(self, logit, label):
+        if logit.ndim != 4 or logit.shape[1] != 2 or label.ndim != 3:
+            raise ValueError("FocalLoss takes N x 2 x H x W logits and N x H x W labels")
+        logit = logit.transpose([0, 2, 3, 1])
+        safe, counted = _as_labels(label, self.ignore_index)
+        target = F.one_hot(safe, 2).astype(logit.dtype)
+        target.stop_gradient = True
+        per = F.sigmoid_focal_loss(logit, target, alpha=self.alpha, gamma=self.gamma,
+                                   reduction="none")
+        per = per * counted.unsqueeze(3).astype(per.dtype)
+        return paddle.sum(per) / (paddle.sum(counted) * 2.0 + self.EPS)
+
+
+@LOSSES.add
+class MultiClassFocalLoss(nn.Layer):
+    """Softmax focal loss: ``alpha * (1 - p)^gamma * CE`` per pixel, averaged over the counted
+    pixels.
+
+    Args:
+        num_class: classes of the output.
+        alpha: overall weight (1.0).
+        gamma: focusing exponent (2.0).
+        ignore_index: label value left out (255).
+    """
+
+    def __init__(self, num_class, alpha: float = 1.0, gamma: float = 2.0,
+                 ignore_index: int = 255):
+        super().__init__()
+        self.num_class, self.alpha, self.gamma = num_class, alpha, gamma
+        self.ignore_index = ignore_index
+        self.EPS = 1e-10
+
+    def forward(self, logit, label):
+        if logit.ndim != 4 or label.ndim != 3:
+            raise ValueError("MultiClassFocalLoss takes N x C x H x W logits and N x H x W "
+                             "labels")
+        label = label.astype("int64")
+        ce = F.cross_entropy(logit.transpose([0, 2, 3, 1]), label,
+                             ignore_index=self.ignore_index, reduction="none")
+        if ce.ndim > label.ndim:
+            ce = ce.squeeze(-1)
+        focal = self.alpha * ((1 - paddle.exp(-ce)) ** self.gamma) * ce
+        counted = (label != self.ignore_index).astype(focal.dtype)
+        return paddle.mean(focal * counted) / (paddle.mean(counted) + self.EPS)
