@@ -189,6 +189,19 @@ def test_compose_checks_channels_and_swaps_bgr_when_asked():
     np.testing.assert_array_equal(swapped["img"], data["img"][..., ::-1].transpose(2, 0, 1))
 
 
+def test_one_bit_labels_go_through_as_ids():
+    """A 1-bit PNG label reads as bool, which OpenCV refuses (PaddleSeg's transforms crash on
+    it); Compose passes it on as uint8 ids 0/1."""
+    data = _sample(0, (37, 53))
+    data["label"] = data["label"] == 1
+    ops = T.build_transforms([{"type": "ResizeStepScaling"}, {"type": "RandomRotation"},
+                              {"type": "RandomPaddingCrop", "crop_size": [40, 40]}], "t")
+    out = ops(copy.deepcopy(data))
+    assert out["label"].dtype == np.uint8 and set(np.unique(out["label"])) <= {0, 1, 255}
+    with pytest.raises(Exception, match="resize|Bad argument"):
+        PT.Compose([PT.ResizeStepScaling()], to_rgb=False)(copy.deepcopy(data))
+
+
 @pytest.mark.parametrize("radius", [1, 2])
 def test_mask_to_binary_edge_matches_paddleseg(radius):
     """Edges from OpenCV's exact distance transform as PaddleSeg's from scipy's, classes

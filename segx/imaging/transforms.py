@@ -126,6 +126,9 @@ class Compose:
         if self.to_rgb and _channels(img) == 3:
             data["img"] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         data.setdefault("trans_info", [])
+        for key in _labels(data):  # a 1-bit label (bool) as ids 0/1: OpenCV takes no bool
+            if data[key].dtype == np.bool_:
+                data[key] = data[key].astype(np.uint8)
         for op in self.transforms:
             data = op(data)
         if data["img"].ndim == 2:
