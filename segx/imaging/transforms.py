@@ -60,7 +60,7 @@ def _guard(width: float, height: float, what: str) -> tuple[int, int]:
     return w, h
 
 
-def _pair(value: Any, name: str, what: str) -> tuple:
+def _pair(value: Any, name: str) -> tuple:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError(f"{name} must be a list of two numbers, not {value!r}")
     return tuple(value)
@@ -172,7 +172,7 @@ class Resize:
 
     def __init__(self, target_size=(512, 512), keep_ratio: bool = False,
                  size_divisor: int | None = None, interp: str = "LINEAR"):
-        self.target_size = _pair(target_size, "target_size", "Resize")
+        self.target_size = _pair(target_size, "target_size")
         if interp != "RANDOM" and interp not in INTERP:
             raise ValueError(f"interp must be one of {', '.join([*INTERP, 'RANDOM'])}")
         if size_divisor is not None and (not isinstance(size_divisor, int) or size_divisor < 1):
@@ -329,7 +329,7 @@ class Padding:
 
     def __init__(self, target_size, im_padding_value: float = 127.5,
                  label_padding_value: int = 255):
-        self.target_size = _pair(target_size, "target_size", "Padding")
+        self.target_size = _pair(target_size, "target_size")
         self.im_padding_value, self.label_padding_value = im_padding_value, label_padding_value
 
     def __call__(self, data: dict) -> dict:
@@ -375,7 +375,7 @@ class RandomPaddingCrop:
     def __init__(self, crop_size=(512, 512), im_padding_value: float = 127.5,
                  label_padding_value: int = 255, category_max_ratio: float = 1.0,
                  ignore_index: int = 255, loop_times: int = 10):
-        crop_w, crop_h = _pair(crop_size, "crop_size", "RandomPaddingCrop")
+        crop_w, crop_h = _pair(crop_size, "crop_size")
         if category_max_ratio <= 0:
             raise ValueError(f"category_max_ratio must be above 0, not {category_max_ratio}")
         if loop_times <= 0:
@@ -418,7 +418,7 @@ class RandomCenterCrop:
     """Crop a random window keeping at least ``retain_ratio`` (w, h) of each side."""
 
     def __init__(self, retain_ratio=(0.5, 0.5)):
-        self.retain_ratio = _pair(retain_ratio, "retain_ratio", "RandomCenterCrop")
+        self.retain_ratio = _pair(retain_ratio, "retain_ratio")
         if not all(0 <= r <= 1 for r in self.retain_ratio):
             raise ValueError(f"retain_ratio must be in [0, 1], not {list(retain_ratio)}")
 
@@ -444,8 +444,7 @@ class ScalePadding:
 
     def __init__(self, target_size=(512, 512), im_padding_value: float = 127.5,
                  label_padding_value: int = 255):
-        self.target_size = _guard(*_pair(target_size, "target_size", "ScalePadding"),
-                                  "ScalePadding")
+        self.target_size = _guard(*_pair(target_size, "target_size"), "ScalePadding")
         self.im_padding_value, self.label_padding_value = im_padding_value, label_padding_value
 
     def _square(self, img: np.ndarray, fill: float) -> np.ndarray:
@@ -653,7 +652,7 @@ class RandomAffine:
     def __init__(self, size=(224, 224), translation_offset: float = 0, max_rotation: float = 15,
                  min_scale_factor: float = 0.75, max_scale_factor: float = 1.25,
                  im_padding_value: float = 128, label_padding_value: int = 255):
-        self.size = _guard(*_pair(size, "size", "RandomAffine"), "RandomAffine")
+        self.size = _guard(*_pair(size, "size"), "RandomAffine")
         self.translation_offset, self.max_rotation = translation_offset, max_rotation
         self.min_scale_factor, self.max_scale_factor = min_scale_factor, max_scale_factor
         self.im_padding_value, self.label_padding_value = im_padding_value, label_padding_value
