@@ -289,3 +289,15 @@ def test_inference_unknown_transform_suggests_a_name():
                                           r"not a transform segx knows\. Did you mean "
                                           r"PaddingByAspectRatio"):
         preprocessor([{"type": "PaddingByAspectRatoi"}])
+
+
+@pytest.mark.parametrize("spec", [{"type": "Resize", "target_size": [100000, 100000]},
+                                  {"type": "ResizeByLong", "long_size": 400000},
+                                  {"type": "Padding", "target_size": [100000, 100000]}])
+def test_inference_transforms_refuse_a_huge_output_before_allocating(spec):
+    """The fast inference versions share the pixel cap: an inference.yml asking for a huge
+    image is a one-line ConfigError, not gigabytes of memory."""
+    from segx.inference.preprocess import preprocessor
+    prepare = preprocessor([spec, {"type": "Normalize"}])
+    with pytest.raises(ConfigError, match="at most 178,956,970 pixels"):
+        prepare(np.zeros((30, 40, 3), np.uint8))

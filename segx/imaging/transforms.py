@@ -51,7 +51,7 @@ def _labels(data: dict) -> list:
     return list(data.get("gt_fields", []))
 
 
-def _guard(width: float, height: float, what: str) -> tuple[int, int]:
+def check_size(width: float, height: float, what: str) -> tuple[int, int]:
     """``(width, height)`` as ints, refused when empty or above the pixel cap."""
     w, h = int(width), int(height)
     if w < 1 or h < 1 or w * h > HARD_MAX_PIXELS:
@@ -67,7 +67,7 @@ def _pair(value: Any, name: str) -> tuple:
 
 
 def _resize(img: np.ndarray, width: float, height: float, interp: int, what: str) -> np.ndarray:
-    return cv2.resize(img, _guard(width, height, what), interpolation=interp)
+    return cv2.resize(img, check_size(width, height, what), interpolation=interp)
 
 
 def _resize_long(img: np.ndarray, long: float, interp: int, what: str) -> np.ndarray:
@@ -82,7 +82,7 @@ def _resize_short(img: np.ndarray, short: float, interp: int, what: str) -> np.n
 
 def _pad_bottom_right(data: dict, rows: int, cols: int, im_value, label_value) -> dict:
     """Pad the image and every label below and to the right (constant values)."""
-    _guard(data["img"].shape[1] + cols, data["img"].shape[0] + rows, "padding")
+    check_size(data["img"].shape[1] + cols, data["img"].shape[0] + rows, "padding")
     fill = (im_value,) * _channels(data["img"])
     data["img"] = cv2.copyMakeBorder(data["img"], 0, rows, 0, cols, cv2.BORDER_CONSTANT,
                                      value=fill)
@@ -380,7 +380,7 @@ class RandomPaddingCrop:
             raise ValueError(f"category_max_ratio must be above 0, not {category_max_ratio}")
         if loop_times <= 0:
             raise ValueError(f"loop_times must be above 0, not {loop_times}")
-        self.crop_w, self.crop_h = _guard(crop_w, crop_h, "RandomPaddingCrop")
+        self.crop_w, self.crop_h = check_size(crop_w, crop_h, "RandomPaddingCrop")
         self.im_padding_value, self.label_padding_value = im_padding_value, label_padding_value
         self.category_max_ratio, self.ignore_index = category_max_ratio, ignore_index
         self.loop_times = loop_times
@@ -444,13 +444,13 @@ class ScalePadding:
 
     def __init__(self, target_size=(512, 512), im_padding_value: float = 127.5,
                  label_padding_value: int = 255):
-        self.target_size = _guard(*_pair(target_size, "target_size"), "ScalePadding")
+        self.target_size = check_size(*_pair(target_size, "target_size"), "ScalePadding")
         self.im_padding_value, self.label_padding_value = im_padding_value, label_padding_value
 
     def _square(self, img: np.ndarray, fill: float) -> np.ndarray:
         h, w = img.shape[0:2]
         side = max(h, w)
-        _guard(side, side, "ScalePadding")
+        check_size(side, side, "ScalePadding")
         out = np.zeros((side, side, *img.shape[2:])) + fill
         if h > w:
             start = int((h - w) / 2)
@@ -572,7 +572,7 @@ class RandomDistort:
 def _warp(data: dict, matrix: np.ndarray, size: tuple, im_value, label_value,
           as_uint8: bool = False) -> dict:
     """Warp the image (bilinear) and every label (nearest) by ``matrix`` onto ``size`` (w, h)."""
-    size = _guard(*size, "an affine transform")
+    size = check_size(*size, "an affine transform")
     fill = (im_value,) * _channels(data["img"])
     prep = np.uint8 if as_uint8 else (lambda a: a)
     data["img"] = cv2.warpAffine(prep(data["img"]), matrix, size, flags=cv2.INTER_LINEAR,
@@ -652,7 +652,7 @@ class RandomAffine:
     def __init__(self, size=(224, 224), translation_offset: float = 0, max_rotation: float = 15,
                  min_scale_factor: float = 0.75, max_scale_factor: float = 1.25,
                  im_padding_value: float = 128, label_padding_value: int = 255):
-        self.size = _guard(*_pair(size, "size"), "RandomAffine")
+        self.size = check_size(*_pair(size, "size"), "RandomAffine")
         self.translation_offset, self.max_rotation = translation_offset, max_rotation
         self.min_scale_factor, self.max_scale_factor = min_scale_factor, max_scale_factor
         self.im_padding_value, self.label_padding_value = im_padding_value, label_padding_value

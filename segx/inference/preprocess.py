@@ -24,7 +24,8 @@ _INTERP = {"NEAREST": cv2.INTER_NEAREST, "LINEAR": cv2.INTER_LINEAR, "CUBIC": cv
 
 
 def _resize_to(img: np.ndarray, w: int, h: int, interp: int = cv2.INTER_LINEAR) -> np.ndarray:
-    return cv2.resize(img, (int(w), int(h)), interpolation=interp)
+    return cv2.resize(img, own.check_size(w, h, "a resize of Deploy.transforms"),
+                      interpolation=interp)
 
 
 def _scaled(img: np.ndarray, scale: float) -> tuple[int, int]:
@@ -121,6 +122,7 @@ def padding(target_size, im_padding_value=127.5, label_padding_value=255):  # no
         if th < h or tw < w:
             raise ConfigError(f"an image of {w}x{h} is larger than Padding target_size "
                               f"{tw}x{th}.", solution="resize before padding in the transforms.")
+        own.check_size(tw, th, "Padding")
         return cv2.copyMakeBorder(img, 0, th - h, 0, tw - w, cv2.BORDER_CONSTANT,
                                   value=(im_padding_value,) * (1 if img.ndim == 2 else img.shape[2]))
     return op
