@@ -84,6 +84,8 @@ def effective(spec: dict, kind=None) -> dict:
     """A component's arguments with its signature's defaults filled in, nested components
     likewise; what the network is built from, however the YAML spells it."""
     kind = kind or manager.MODELS
+    if spec["type"] not in kind.components_dict:  # segx's own (SeaFormer): its own tables
+        kind = backend.nets.BACKBONES if kind is manager.BACKBONES else backend.nets.MODELS
     cls = _built_class(kind[spec["type"]])
     args = {name: p.default for name, p in inspect.signature(cls).parameters.items()
             if p.default is not p.empty}
@@ -249,6 +251,17 @@ def test_seaformer_loads_the_official_imagenet_backbone(model, tmp_path):
     saved = backend.model_state(net)
     for key, value in archive.items():
         np.testing.assert_array_equal(saved[f"backbone.{key}"].numpy(), value)
+
+
+def test_seaformer_is_segx_own_and_builds_with_paddleseg_networks():
+    """SeaFormer lives in segx's tables only (not paddleseg's), so the paddleseg oracle
+    setting still builds segx's network instead of failing on an unknown type."""
+    arch = segx_arch("SeaFormer_tiny", None)
+    assert backend.nets.owns(arch)
+    assert "SeaFormerSeg" not in manager.MODELS.components_dict
+    assert "SeaFormer_tiny" not in manager.BACKBONES.components_dict
+    net = backend.build_model(arch, 3, use_paddleseg=True)
+    assert type(net).__module__ == "segx.backend.nets.seaformer"
 
 
 def test_seaformer_runs_of_earlier_segx_keep_loading():

@@ -4,9 +4,9 @@ Everything that touches the deep-learning stack goes through this package, so mo
 paddle/paddleseg version is a change here only: this module (devices, building networks, weights in
 and out of layers), ``data`` (reading, transforms, the sample stream), ``optim`` (losses,
 optimiser, one step, data parallel), ``predictor`` (dynamic-graph inference, static export, Paddle
-Inference: ``PaddleInference``), ``onnx`` (paddle2onnx), ``seaformer`` (a network PaddleSeg 2.8
-lacks) and ``nets`` (segx's own networks, used instead of paddleseg's where segx has them;
-``SEGX_NETWORKS=paddleseg`` turns them off).
+Inference: ``PaddleInference``), ``onnx`` (paddle2onnx) and ``nets`` (segx's own networks, used
+instead of paddleseg's where segx has them; ``SEGX_NETWORKS=paddleseg`` turns them off, except
+for those paddleseg lacks, such as SeaFormer).
 
 ``import zlib`` must run before the first ``import paddle``: libpaddle exports its own zlib
 symbols, and importing it first breaks every later zlib user (PNG I/O, sklearn) on this Python.
@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the stac
                                 "with an exported model needs only 'segx[deploy]'.") from None
 
 from segx.backend import nets  # noqa: E402  (segx's own networks)
-from segx.backend import seaformer  # noqa: F401,E402  (registers SeaFormer)
+from segx.backend.nets import seaformer  # noqa: E402  (segx's SeaFormer; its names)
 
 paddle.disable_signal_handler()  # keep Python's SIGINT handling (Ctrl-C)
 
@@ -208,7 +208,8 @@ def build_model(arch: dict, num_classes: int,
     """
     dygraph()
     with paddle.utils.unique_name.guard():
-        if nets.prefer_own(use_paddleseg) and nets.owns(arch):
+        own_only = isinstance(arch, dict) and arch.get("type") not in manager.MODELS.components_dict
+        if nets.owns(arch) and (nets.prefer_own(use_paddleseg) or own_only):
             return _build(arch, nets.MODELS, "Arch", {"num_classes": num_classes},
                           {"backbone": nets.BACKBONES})
         manager = paddleseg_manager("Arch", arch.get("type") if isinstance(arch, dict)

@@ -1,5 +1,6 @@
-"""The paddle side of training data: PaddleSeg transforms, the seeded sample stream and its
-loader. Nothing here knows segx's config keys."""
+"""The paddle side of training data: the seeded sample stream and its loader, over segx's own
+transforms (:mod:`segx.imaging.transforms`, PaddleSeg's names without paddleseg). Nothing here
+knows segx's config keys."""
 from __future__ import annotations
 
 import zlib  # noqa: F401  (must precede paddle; see segx.backend)
@@ -10,21 +11,15 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import paddle
-from paddleseg.cvlibs import manager
-from paddleseg.transforms import Compose
-from paddleseg.transforms import functional as TF
 
-from segx.backend import _build
 from segx.imaging.images import read_image, read_label
+from segx.imaging.transforms import Compose, build_transforms, mask_to_binary_edge
+
+__all__ = ["Compose", "build_transforms", "apply_transforms", "SegData", "StreamSampler",
+           "train_loader"]
 
 
 # --------------------------------------------------------------------------- data
-def build_transforms(specs: list, where: str) -> Compose:
-    """PaddleSeg transforms from ``[{type: ..., ...}]`` (images are fed already RGB)."""
-    ops = [_build(s, manager.TRANSFORMS, f"{where}.{i}") for i, s in enumerate(specs or [])]
-    return Compose(ops, to_rgb=False)
-
-
 def apply_transforms(transforms: Compose, img: np.ndarray, label: np.ndarray | None) -> dict:
     data = {"img": img.astype(np.float32), "trans_info": [], "gt_fields": []}
     if label is not None:
@@ -57,8 +52,8 @@ class SegData(paddle.io.Dataset):
         data = apply_transforms(self.transforms, read_image(image), read_label(label))
         out = [data["img"], data["label"].astype(np.int64)]
         if self.edge_classes:
-            out.append(TF.mask_to_binary_edge(data["label"], radius=2,
-                                              num_classes=self.edge_classes).astype(np.int64))
+            out.append(mask_to_binary_edge(data["label"], radius=2,
+                                           num_classes=self.edge_classes).astype(np.int64))
         return tuple(out)
 
 

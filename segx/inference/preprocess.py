@@ -3,8 +3,10 @@
 Exported models carry their pre-processing (``Deploy.transforms``, PaddleSeg's names and
 arguments). These are the deterministic ones PaddleSeg offers for evaluation and inference,
 computed exactly as PaddleSeg 2.8 does (tests compare them), so a deployed model predicts with
-numpy and OpenCV only; other names are PaddleSeg's own transforms (which need paddle). Each returns the image and records what it did in ``trans_info``, which
-:func:`segx.imaging.tta.restore` undoes on the output.
+numpy and OpenCV only; other names are segx's training transforms
+(:mod:`segx.imaging.transforms`, PaddleSeg's names, no paddle either). Each returns the image
+and records what it did in ``trans_info``, which :func:`segx.imaging.tta.restore` undoes on the
+output.
 """
 from __future__ import annotations
 
@@ -14,14 +16,16 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from segx.utils.errors import ConfigError, SegxError, did_you_mean
+from segx.imaging import transforms as own
+from segx.utils.errors import ConfigError, did_you_mean
 
 _INTERP = {"NEAREST": cv2.INTER_NEAREST, "LINEAR": cv2.INTER_LINEAR, "CUBIC": cv2.INTER_CUBIC,
            "AREA": cv2.INTER_AREA, "LANCZOS4": cv2.INTER_LANCZOS4}
 
 
 def _resize_to(img: np.ndarray, w: int, h: int, interp: int = cv2.INTER_LINEAR) -> np.ndarray:
-    return cv2.resize(img, (int(w), int(h)), interpolation=interp)
+    return cv2.resize(img, own.check_size(w, h, "a resize of Deploy.transforms"),
+                      interpolation=interp)
 
 
 def _scaled(img: np.ndarray, scale: float) -> tuple[int, int]:
@@ -118,6 +122,7 @@ def padding(target_size, im_padding_value=127.5, label_padding_value=255):  # no
         if th < h or tw < w:
             raise ConfigError(f"an image of {w}x{h} is larger than Padding target_size "
                               f"{tw}x{th}.", solution="resize before padding in the transforms.")
+        own.check_size(tw, th, "Padding")
         return cv2.copyMakeBorder(img, 0, th - h, 0, tw - w, cv2.BORDER_CONSTANT,
                                   value=(im_padding_value,) * (1 if img.ndim == 2 else img.shape[2]))
     return op
@@ -129,21 +134,20 @@ TRANSFORMS: dict[str, Callable[..., Callable]] = {
 
 
 def _op(spec: dict, where: str) -> Callable:
-    """One transform: segx's numpy version, or PaddleSeg's (needs paddle) for other names."""
+    """One transform: the fast numpy version above, or segx's training transform of that name
+    (:mod:`segx.imaging.transforms`, PaddleSeg's names; no paddle either)."""
     name = spec.pop("type", None)
     if name not in TRANSFORMS:
-        try:
-            from segx.backend.data import build_transforms
-        except SegxError:
-            raise ConfigError(f"{where}: '{name}' is not an inference transform segx knows "
-                              "without paddle." + did_you_mean(str(name), TRANSFORMS),
-                              solution=f"use {', '.join(TRANSFORMS)}, or install paddle.") from None
-        transform = build_transforms([{"type": name, **spec}], where).transforms[0]
+        if name not in own.TRANSFORMS:
+            known = {*TRANSFORMS, *own.TRANSFORMS}
+            raise ConfigError(f"{where}: '{name}' is not a transform segx knows."
+                              + did_you_mean(str(name), known),
+                              solution=f"use one of {', '.join(sorted(known))}.")
+        transform = own.build_transform({"type": name, **spec}, where)
 
-        def paddleseg_op(img, info):
-            data = transform({"img": img, "trans_info": info, "gt_fields": []})
-            return data["img"]
-        return paddleseg_op
+        def sample_op(img, info):
+            return transform({"img": img, "trans_info": info, "gt_fields": []})["img"]
+        return sample_op
     try:
         return TRANSFORMS[name](**spec)
     except TypeError as exc:

@@ -23,7 +23,8 @@ import re
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
-from paddleseg.cvlibs import manager
+
+from segx.backend.nets import BACKBONES, MODELS
 
 # Stage recipes (kernel, expansion, out channels, stride) and widths from the paper's variants.
 _VARIANTS = {
@@ -219,7 +220,7 @@ def _register_variant(name: str):
     def build(**kwargs):
         return SeaFormer(**{**_VARIANTS[name], **kwargs})
     build.__name__ = f"SeaFormer_{name}"
-    manager.BACKBONES.add_component(build)
+    BACKBONES.add(build)
 
 
 for _name in _VARIANTS:
@@ -241,7 +242,7 @@ class FusionBlock(nn.Layer):
         return self.local(x_local) * gate
 
 
-@manager.MODELS.add_component
+@MODELS.add
 class SeaFormerSeg(nn.Layer):
     """SeaFormer backbone + light head.
 
