@@ -208,12 +208,15 @@ def build_model(arch: dict, num_classes: int,
     """
     dygraph()
     with paddle.utils.unique_name.guard():
-        own_only = isinstance(arch, dict) and arch.get("type") not in manager.MODELS.components_dict
-        if nets.owns(arch) and (nets.prefer_own(use_paddleseg) or own_only):
+        manager = None
+        if not (nets.owns(arch) and nets.prefer_own(use_paddleseg)):
+            manager = paddleseg_manager("Arch", arch.get("type") if isinstance(arch, dict)
+                                        else None, nets.MODELS)
+            if nets.owns(arch) and arch["type"] not in manager.MODELS.components_dict:
+                manager = None  # a network paddleseg lacks (SeaFormer): segx's own either way
+        if manager is None:
             return _build(arch, nets.MODELS, "Arch", {"num_classes": num_classes},
                           {"backbone": nets.BACKBONES})
-        manager = paddleseg_manager("Arch", arch.get("type") if isinstance(arch, dict)
-                                    else None, nets.MODELS)
         return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes},
                       {"backbone": manager.BACKBONES})
 
