@@ -200,9 +200,10 @@ def test_cgm_branch_gates_the_outputs_in_float32():
 
 # ------------------------------------------------------------------- planted differences
 def test_planted_structure_change_is_caught(monkeypatch):
-    """U-Net++'s top level at 16 instead of 32 channels."""
-    monkeypatch.setattr(unet_plusplus, "WIDTHS", (16,) + unet_plusplus.WIDTHS[1:])
-    own, ref = both({"type": "UNetPlusPlus"})
+    """U^2-Net-p's first stage at 8 instead of 16 inner channels."""
+    monkeypatch.setitem(u2net.U2NETP, "encoder",
+                        [(7, False, None, 8, 64)] + u2net.U2NETP["encoder"][1:])
+    own, ref = both({"type": "U2Netp"})
     assert structure(own) != structure(ref)
 
 
@@ -259,6 +260,7 @@ def test_planted_forward_change_is_caught(monkeypatch, plant, name):
     assert max(float(np.abs(p - q).max()) for p, q in zip(a, b)) > 1e-3
 
 
+@SLOW  # two more U-Net++ builds
 def test_planted_init_change_is_caught(monkeypatch):
     """U-Net++ without its Kaiming re-draw starts from other weights than paddleseg's."""
     monkeypatch.setattr(unet_plusplus, "_init", lambda model: None)
