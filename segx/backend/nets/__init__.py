@@ -8,12 +8,9 @@ whose model type, and backbone type if it has one, are both here is built from s
 ``use_paddleseg=True`` where a builder takes it) builds everything from paddleseg instead: the
 parity tests use it as the oracle.
 
-Owned so far: the PP-LiteSeg family (model ``PPLiteSeg``, backbones ``STDC1``/``STDC2``), the
-HRNet family (backbones ``HRNet_W18``/``HRNet_W48``, models ``OCRNet`` and ``FCN``), SegFormer
-(backbones ``MixVisionTransformer_B0``..``B5``, model ``SegFormer``), the DeepLab family (models
-``DeepLabV3``/``DeepLabV3P``, backbones ``ResNet18_vd``/``ResNet50_vd``/``ResNet101_vd``),
-SeaFormer (backbones ``SeaFormer_{tiny,small,base,large}``, model ``SeaFormerSeg``; paddleseg
-2.8.0 lacks it, so it is segx's even under ``SEGX_NETWORKS=paddleseg``) and ``CrossEntropyLoss``.
+Which families segx owns, and the tests that pin each against paddleseg, is the table in
+docs/networks.md; ``segx models`` marks any zoo model still built by paddleseg. SeaFormer, which
+paddleseg 2.8.0 lacks, is segx's even under ``SEGX_NETWORKS=paddleseg``.
 """
 from __future__ import annotations
 
@@ -65,3 +62,4 @@ from segx.backend.nets import fcn, hrnet, ocrnet  # noqa: E402,F401
 from segx.backend.nets import mix_transformer, segformer  # noqa: E402,F401
 from segx.backend.nets import deeplab, resnet_vd  # noqa: E402,F401
 from segx.backend.nets import seaformer  # noqa: E402,F401
+from segx.backend.nets import attention_unet, u2net, unet, unet_3plus, unet_plusplus  # noqa: E402,F401
