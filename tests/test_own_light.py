@@ -375,9 +375,13 @@ def test_bad_arguments_are_one_line_config_errors(arch, words):
 
 
 @SLOW  # 5-15 s each
-@pytest.mark.parametrize("name, module", [("FCN_ShuffleNetV2_x1_0", "segx.backend.nets.fcn"),
-                                          ("BiSeNetV2", "segx.backend.nets.bisenetv2")])
+@pytest.mark.parametrize("name, module", [
+    ("FCN_ShuffleNetV2_x1_0", "segx.backend.nets.fcn"),
+    ("BiSeNetV2", "segx.backend.nets.bisenetv2"), ("Fast-SCNN", "segx.backend.nets.fast_scnn"),
+    ("HarDNet", "segx.backend.nets.hardnet"),
+    ("LRASPP-MobileNetV3_large_x1_0_os8", "segx.backend.nets.lraspp")])
 def test_static_export_matches_dynamic(tmp_path, name, module):
-    """Dynamic batch and size survive the export (the channel shuffle keeps no fixed size)."""
+    """Every family exports (dynamic-to-static conversion) and its engine agrees with the
+    dynamic graph at both sizes (ShuffleNetV2's channel shuffle keeps no fixed size)."""
     assert_export_matches_dynamic(zoo_arch(name), module, tmp_path, SIZES, atol=1e-5,
                                   rtol=0, scaled=True)

@@ -53,8 +53,8 @@ class HarDBlock(nn.Layer):
 
     def forward(self, x):
         maps = [x]
-        for k, layer in enumerate(self.layers, start=1):
-            ins = [maps[s] for s in self.links[k]]
+        for layer, sources in zip(self.layers, self.links[1:]):  # (no enumerate start: export)
+            ins = [maps[s] for s in sources]
             maps.append(layer(ins[0] if len(ins) == 1 else paddle.concat(ins, axis=1)))
         return paddle.concat([maps[k] for k in self.kept], axis=1)
 
