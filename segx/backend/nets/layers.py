@@ -223,3 +223,31 @@ def init_conv_weights(layer: nn.Layer, std: float = 0.001) -> None:
     for sub in layer.sublayers():
         if isinstance(sub, nn.Conv2D):
             normal(sub.weight)
+
+
+# --------------------------------------------------------------------------- h20light
+# Pyramid pooling as PSPNet defines it (Fast-SCNN's global feature extractor ends with it).
+
+class PPModule(nn.Layer):
+    """PSPNet's pyramid pooling: for each bin size an adaptive average pool and a 1x1
+    ConvBNReLU (``stages.<i>.1``; to ``in_channels // len(bin_sizes)`` channels when
+    ``dim_reduction``), each upsampled back; the input and the branches (deepest bin first)
+    are concatenated and fused by a 3x3 ConvBNReLU (``conv_bn_relu2``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, bin_sizes=(1, 2, 3, 6),
+                 dim_reduction: bool = True, align_corners: bool = False):
+        super().__init__()
+        branch = in_channels // len(bin_sizes) if dim_reduction else in_channels
+        self.stages = nn.LayerList([
+            nn.Sequential(nn.AdaptiveAvgPool2D(output_size=(b, b)),
+                          ConvBNReLU(in_channels, branch, 1))
+            for b in bin_sizes])
+        self.conv_bn_relu2 = ConvBNReLU(in_channels + branch * len(bin_sizes), out_channels,
+                                        3, padding=1)
+        self.align_corners = align_corners
+
+    def forward(self, x):
+        hw = spatial_size(x)
+        pooled = [resize(stage(x), hw, align_corners=self.align_corners)
+                  for stage in self.stages]
+        return self.conv_bn_relu2(paddle.concat([x] + pooled[::-1], axis=1))
