@@ -164,16 +164,17 @@ class AuxLayer(nn.Layer):
 
 
 class AdaptiveAvgPool2D(nn.AdaptiveAvgPool2D):
-    """paddle's adaptive average pooling, written in a static graph (export) as two small
-    matrix products, ``P_h @ x @ P_w^T``, whose bin-averaging matrices are built from the
-    input's run-time size. The values are the same (bin ``i`` of ``n`` averages rows
+    """paddle's adaptive average pooling, written in a Paddle 3 (PIR) static graph (export) as
+    two small matrix products, ``P_h @ x @ P_w^T``, whose bin-averaging matrices are built from
+    the input's run-time size. The values are the same (bin ``i`` of ``n`` averages rows
     ``floor(i*H/n)`` to ``ceil((i+1)*H/n) - 1``), but the exported program converts to ONNX at
     any input size: paddle2onnx converts ``pool2d`` with adaptive sizes only at a fixed size
-    ("Adaptive only support static input shape"). Same parameters (none) and names as paddle's
-    layer; NCHW only (other layouts keep paddle's op)."""
+    ("Adaptive only support static input shape"). Paddle 2.6's programs keep paddle's op: its
+    oneDNN inference computes the broadcast matmul wrongly (PP-LiteSeg-T logits off by 4.7e10).
+    Same parameters (none) and names as paddle's layer; NCHW only."""
 
     def forward(self, x):
-        if paddle.in_dynamic_mode() or self._data_format != "NCHW":
+        if not paddle.framework.in_pir_mode() or self._data_format != "NCHW":
             # (not super(): dy2static rewrites this method, where a bare super() fails)
             return F.adaptive_avg_pool2d(x, self._output_size, self._data_format)
         size = self._output_size
