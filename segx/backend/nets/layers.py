@@ -191,3 +191,48 @@ def init_conv_weights(layer: nn.Layer, std: float = 0.001) -> None:
     for sub in layer.sublayers():
         if isinstance(sub, nn.Conv2D):
             normal(sub.weight)
+
+
+# --------------------------------------------------------------------------- h20flow
+# Pyramid pooling (PSPNet's; SFNet's head), with PaddleSeg's names ``stages.<i>.1`` and
+# ``conv_bn_relu2``.
+
+class PPModule(nn.Layer):
+    """Pyramid pooling: for each bin size s, an adaptive average pool to s x s and a 1x1
+    ConvBNReLU (``stages.<i>``: the pool at ``.0``, the conv at ``.1``), each upsampled back;
+    the input and the upsampled maps (in reverse bin order) are concatenated and fused by a 3x3
+    ConvBNReLU (``conv_bn_relu2``). With ``dim_reduction`` each pooled branch is
+    ``in_channels // len(bin_sizes)`` wide, else ``in_channels``. Arguments as PaddleSeg's."""
+
+    def __init__(self, in_channels: int, out_channels: int, bin_sizes, dim_reduction: bool,
+                 align_corners: bool):
+        super().__init__()
+        self.bin_sizes, self.align_corners = tuple(bin_sizes), align_corners
+        width = in_channels // len(self.bin_sizes) if dim_reduction else in_channels
+        self.stages = nn.LayerList([
+            nn.Sequential(nn.AdaptiveAvgPool2D(output_size=(s, s)),
+                          ConvBNReLU(in_channels, width, 1)) for s in self.bin_sizes])
+        self.conv_bn_relu2 = ConvBNReLU(in_channels + width * len(self.bin_sizes), out_channels,
+                                        3, padding=1)
+
+    def forward(self, x):
+        pooled = [resize_like(stage(x), x, align_corners=self.align_corners)
+                  for stage in self.stages]
+        return self.conv_bn_relu2(paddle.concat([x] + pooled[::-1], axis=1))
+
+
+def flow_warp(x, flow, size):
+    """Resample ``x`` on an ``size`` ([h, w] shape tensor) grid moved by ``flow``.
+
+    The grid starts as the identity in normalised coordinates (-1..1 across each axis,
+    ``align_corners`` convention); ``flow`` (N, 2, h, w; x then y offset) is divided by (w, h)
+    and added to it, and ``x`` is sampled there bilinearly with zeros outside (SFNet's and
+    DecoupledSegNet's warp). Every operand is float32: the shape is cast before it divides."""
+    h, w = size[0], size[1]
+    rows, cols = paddle.meshgrid(paddle.linspace(-1.0, 1.0, h, dtype="float32"),
+                                 paddle.linspace(-1.0, 1.0, w, dtype="float32"))
+    identity = paddle.stack([cols, rows], axis=-1).unsqueeze(0)
+    scale = paddle.flip(paddle.cast(size, "float32"), axis=[0]).reshape([1, 1, 1, 2])
+    scale.stop_gradient = True
+    grid = identity + paddle.transpose(flow, [0, 2, 3, 1]) / scale
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
