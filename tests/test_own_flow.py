@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import zlib  # noqa: F401  (before paddle)
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -24,9 +26,9 @@ from segx.backend.nets import decoupled_segnet, edge_losses, gscnn, layers, resn
 from segx.utils.errors import SegxError  # noqa: E402
 from segx.zoo.registry import list_models, load_model_config  # noqa: E402
 
-SLOW = pytest.mark.slow  # over ~30 M parameters
+SLOW = pytest.mark.slow  # over ~30 M parameters, or building a model (1-3 s each on 2 cores)
 FAMILY = ("SFNet", "DecoupledSegNet", "GSCNN")
-ZOO = [pytest.param("SFNet-R18"), pytest.param("SFNet-R50", marks=SLOW),
+ZOO = [pytest.param("SFNet-R18", marks=SLOW), pytest.param("SFNet-R50", marks=SLOW),
        pytest.param("DecoupledSegNet-R50", marks=SLOW),
        pytest.param("DecoupledSegNet-R101", marks=SLOW), pytest.param("GSCNN-R50", marks=SLOW)]
 SMALL = {  # not zoo models: cheap builds reaching the paths the zoo does not
@@ -40,6 +42,7 @@ SMALL = {  # not zoo models: cheap builds reaching the paths the zoo does not
                     "align_corners": True},
 }
 SIZES = [(1, 3, 64, 64), (1, 3, 70, 90)]
+SMALL_SLOW = [pytest.param(n, marks=SLOW) for n in SMALL]
 
 
 def arch_of(name: str) -> dict:
@@ -98,24 +101,22 @@ def test_zoo_flow_models_are_segx_owned_and_the_switch_turns_them_off(monkeypatc
     for n in names:  # and so is each loss of their recipes
         for spec in load_model_config(n).get("Train.losses.types") or []:
             assert spec["type"] in nets.LOSSES
-    own = backend.build_model(arch_of("SF-R18-os16-aux"), 3)
-    assert type(own).__module__ == "segx.backend.nets.sfnet"
+    assert {nets.MODELS[m].__module__ for m in FAMILY} == {
+        "segx.backend.nets.sfnet", "segx.backend.nets.decoupled_segnet",
+        "segx.backend.nets.gscnn"}
     monkeypatch.setenv(nets.ENV, "paddleseg")
-    assert type(backend.build_model(arch_of("SF-R18-os16-aux"), 3)).__module__.startswith(
-        "paddleseg.")
     assert type(optim.build_losses({"types": [{"type": "DualTaskLoss"}]})[0][0]).__module__ \
         .startswith("paddleseg.")
 
 
-@pytest.mark.parametrize("name", ZOO + list(SMALL))
+@pytest.mark.parametrize("name", ZOO + SMALL_SLOW)
 def test_same_tensors_and_parameter_counts(name):
     own, ref = both(arch_of(name))
     assert structure(own) == structure(ref)
     assert backend.count_params(own) == backend.count_params(ref)
 
 
-@pytest.mark.parametrize("name", [pytest.param(p.values[0], marks=SLOW) for p in ZOO]
-                         + list(SMALL))
+@pytest.mark.parametrize("name", ZOO + SMALL_SLOW)
 def test_same_outputs_for_the_same_weights(name):
     """Evaluation at two sizes (one odd), then training mode: every output, pairs included
     (auxiliary heads, body and edge, the edge probability)."""
@@ -125,6 +126,7 @@ def test_same_outputs_for_the_same_weights(name):
     assert rel_diff(own, ref, SIZES[1], train=True) <= 1e-4
 
 
+@SLOW
 @pytest.mark.parametrize("name, train, count", [
     ("SF-R18-os16-aux", False, 1), ("SF-R18-os16-aux", True, 4), ("SFNet-R18", True, 1),
     ("DS-R18-os8-grid", False, 1), ("DS-R18-os8-grid", True, 5), ("GS-R18-os16", False, 5)])
@@ -133,6 +135,8 @@ def test_outputs_per_mode(name, train, count):
     heads; paddleseg's gives those in evaluation too, first); DecoupledSegNet: final, body,
     edge and the (final, edge) pair in training; GSCNN: its four outputs always."""
     model = backend.build_model(arch_of(name), 3)
+    if name.startswith("GS"):
+        assert model.backbone.keep_conv1_logit is True
     shapes = [t.shape for t in flat_outputs(model, SIZES[1], train)]
     assert len(shapes) == count
     assert all(s[0] == 1 and s[2:] == (70, 90) and s[1] in (1, 3) for s in shapes)
@@ -165,6 +169,7 @@ def test_flow_warp_follows_a_dynamic_shape_in_a_static_graph():
         np.testing.assert_allclose(static(x, f).numpy(), warp(x, f).numpy(), atol=1e-6)
 
 
+@SLOW
 def test_imagenet_backbone_loads_into_every_model_of_the_family():
     """The ImageNet ResNet18_vd checkpoint's keys (paddleseg's) load, all of them, as the
     backbone of SFNet, DecoupledSegNet and GSCNN (R50/R101: tests/test_own_deeplab.py)."""
@@ -180,20 +185,19 @@ def test_resnet_keeps_the_stem_output_only_when_asked_and_gscnn_asks():
     with paddle.no_grad():
         net(paddle.rand([1, 3, 32, 48]))
     assert list(net.conv1_logit.shape) == [1, 64, 16, 24]
-    assert resnet_vd.ResNet18_vd().keep_conv1_logit is False
-    assert backend.build_model(arch_of("GS-R18-os16"), 3).backbone.keep_conv1_logit is True
+    assert inspect.signature(resnet_vd.ResNet_vd).parameters["keep_conv1_logit"].default is False
 
 
 @pytest.mark.parametrize("arch, words", [
     ({"type": "SFNet", "backbone": {"type": "ResNet18_vd"}, "backbone_indices": [3]},
      "backbone_indices"),
-    ({"type": "DecoupledSegNet", "backbone": {"type": "ResNet18_vd"},
-      "backbone_indices": [0, 9]}, "backbone_indices"),
-    ({"type": "GSCNN", "backbone": {"type": "ResNet18_vd"}, "backbone_indices": [0, 3]},
-     "backbone_indices"),
+    pytest.param({"type": "DecoupledSegNet", "backbone": {"type": "ResNet18_vd"},
+                  "backbone_indices": [0, 9]}, "backbone_indices", marks=SLOW),
+    pytest.param({"type": "GSCNN", "backbone": {"type": "ResNet18_vd"},
+                  "backbone_indices": [0, 3]}, "backbone_indices", marks=SLOW),
     ({"type": "GSCNN", "backbone": {"type": "STDC1"}}, "ResNet_vd"),
-    ({"type": "DecoupledSegNet", "backbone": {"type": "ResNet18_vd"},
-      "aspp_ratios": [1, 10 ** 6]}, "aspp_ratios"),
+    pytest.param({"type": "DecoupledSegNet", "backbone": {"type": "ResNet18_vd"},
+                  "aspp_ratios": [1, 10 ** 6]}, "aspp_ratios", marks=SLOW),
 ], ids=["sf-indices", "ds-indices", "gs-indices", "gs-backbone", "ds-rates"])
 def test_bad_model_arguments_are_one_line_config_errors(arch, words):
     with pytest.raises(SegxError, match=words) as info:
@@ -201,6 +205,7 @@ def test_bad_model_arguments_are_one_line_config_errors(arch, words):
     assert "\n" not in str(info.value)
 
 
+@SLOW
 def test_decoupled_widths_follow_aspp_out_channels():
     """paddleseg's DecoupledSegNet fails for any ASPP width but 256; segx's follows it."""
     arch = {"type": "DecoupledSegNet", "backbone": {"type": "ResNet18_vd", "output_stride": 32},
@@ -210,6 +215,7 @@ def test_decoupled_widths_follow_aspp_out_channels():
 
 
 # ------------------------------------------------------------------ planted differences
+@SLOW
 def test_planted_structure_change_is_caught(monkeypatch):
     """DecoupledSegNet's low-level reduction to 32 channels instead of 48."""
     monkeypatch.setattr(decoupled_segnet, "FINE_CHANNELS", 32)
@@ -234,6 +240,7 @@ def planted_plain_gate(monkeypatch):
     monkeypatch.setattr(gscnn.GatedSpatailConv2d, "forward", forward)
 
 
+@SLOW
 @pytest.mark.parametrize("plant, name", [(planted_ppm_bins, "SF-R18-os16-aux"),
                                          (planted_unwarped_body, "DS-R18-os8-grid"),
                                          (planted_plain_gate, "GS-R18-os16")])
@@ -409,7 +416,7 @@ def recipe_loss(model, name: str, seed: int = 5):
     return float(total), {p.name: p.grad for p in model.parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("name, recipe", [("SF-R18-os16-aux", None),
+@pytest.mark.parametrize("name, recipe", [pytest.param("SF-R18-os16-aux", None, marks=SLOW),
                                           ("DS-R18-os8-grid", "DecoupledSegNet-R50"),
                                           ("GS-R18-os16", "GSCNN-R50")])
 def test_training_step_has_no_mixed_int_float_arithmetic(strict_promotion, name, recipe):
@@ -437,6 +444,7 @@ def test_the_strict_check_refuses_paddleseg_losses(strict_promotion, spec, names
         value_and_grads(paddleseg_loss(spec), _loss_inputs(), names, label)
 
 
+@SLOW
 def test_the_strict_check_refuses_paddleseg_flow_warp(strict_promotion):
     """paddleseg's flow warp divides the float32 flow by the int32 shape."""
     ref = backend.build_model(arch_of("SF-R18-os16-aux"), 3, use_paddleseg=True)
@@ -445,6 +453,7 @@ def test_the_strict_check_refuses_paddleseg_flow_warp(strict_promotion):
         ref(paddle.rand([1, 3, 64, 64]))
 
 
+@SLOW
 @pytest.mark.parametrize("name, recipe", [("DS-R18-os8-grid", "DecoupledSegNet-R50"),
                                           ("GS-R18-os16", "GSCNN-R50")])
 def test_training_step_matches_paddleseg(name, recipe, monkeypatch):
