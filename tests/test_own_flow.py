@@ -24,7 +24,7 @@ from segx import backend  # noqa: E402
 from segx.backend import nets, optim  # noqa: E402
 from segx.backend.nets import decoupled_segnet, edge_losses, gscnn, layers, resnet_vd, sfnet  # noqa: E402,E501
 from segx.utils.errors import SegxError  # noqa: E402
-from segx.zoo.registry import list_models, load_model_config  # noqa: E402
+from segx.zoo.registry import list_models, load_model_config, with_weights_arch  # noqa: E402,E501
 
 SLOW = pytest.mark.slow  # over ~30 M parameters, or building a model (1-3 s each on 2 cores)
 FAMILY = ("SFNet", "DecoupledSegNet", "GSCNN")
@@ -98,6 +98,10 @@ def test_zoo_flow_models_are_segx_owned_and_the_switch_turns_them_off(monkeypatc
     names = {n for n in list_models() if arch_of(n)["type"] in FAMILY}
     assert names == {p.values[0] for p in ZOO}  # every zoo model of the family is tested here
     assert all(nets.owns(arch_of(n)) for n in names)
+    for n in names:  # the trained weights' Arch too (none of the family overrides it today)
+        cfg = load_model_config(n)
+        for dataset in ((cfg.get("Meta.weights") or {}).get("trained") or {}):
+            assert nets.owns(with_weights_arch(cfg, dataset)["Arch"]), (n, dataset)
     for n in names:  # and so is each loss of their recipes
         for spec in load_model_config(n).get("Train.losses.types") or []:
             assert spec["type"] in nets.LOSSES

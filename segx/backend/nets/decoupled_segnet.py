@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
 from segx.backend.nets import MODELS
 from segx.backend.nets.deeplab import ASPPModule
@@ -119,7 +118,6 @@ class DecoupledSegNet(nn.Layer):
         self.align_corners, self.pretrained = align_corners, pretrained
 
     def forward(self, x):
-        seg, body, edge = [F.interpolate(t, paddle.shape(x)[2:], mode="bilinear",
-                                         align_corners=self.align_corners)
+        seg, body, edge = [resize_like(t, x, align_corners=self.align_corners)
                            for t in self.head(self.backbone(x))]
         return [seg, body, edge, (seg, edge)] if self.training else [seg]

@@ -222,7 +222,7 @@ class PPModule(nn.Layer):
 
 
 def flow_warp(x, flow, size):
-    """Resample ``x`` on an ``size`` ([h, w] shape tensor) grid moved by ``flow``.
+    """Resample ``x`` on a grid of ``size`` ([h, w], a shape tensor) moved by ``flow``.
 
     The grid starts as the identity in normalised coordinates (-1..1 across each axis,
     ``align_corners`` convention); ``flow`` (N, 2, h, w; x then y offset) is divided by (w, h)
