@@ -227,8 +227,8 @@ def init_conv_weights(layer: nn.Layer, std: float = 0.001) -> None:
             normal(sub.weight)
 
 
-# --------------------------------------------------------------------------- h20light
-# Pyramid pooling as PSPNet defines it (Fast-SCNN's global feature extractor ends with it).
+# --------------------------------------------------------------------------- pyramid pooling, flow
+# Pyramid pooling as PSPNet defines it (Fast-SCNN's global pooling and SFNet's head use it).
 
 class PPModule(nn.Layer):
     """PSPNet's pyramid pooling: for each bin size an adaptive average pool and a 1x1
@@ -241,7 +241,7 @@ class PPModule(nn.Layer):
         super().__init__()
         branch = in_channels // len(bin_sizes) if dim_reduction else in_channels
         self.stages = nn.LayerList([
-            nn.Sequential(nn.AdaptiveAvgPool2D(output_size=(b, b)),
+            nn.Sequential(AdaptiveAvgPool2D(output_size=(b, b)),
                           ConvBNReLU(in_channels, branch, 1))
             for b in bin_sizes])
         self.conv_bn_relu2 = ConvBNReLU(in_channels + branch * len(bin_sizes), out_channels,
@@ -253,3 +253,20 @@ class PPModule(nn.Layer):
         pooled = [resize(stage(x), hw, align_corners=self.align_corners)
                   for stage in self.stages]
         return self.conv_bn_relu2(paddle.concat([x] + pooled[::-1], axis=1))
+
+
+def flow_warp(x, flow, size):
+    """Resample ``x`` on a grid of ``size`` ([h, w], a shape tensor) moved by ``flow``.
+
+    The grid starts as the identity in normalised coordinates (-1..1 across each axis,
+    ``align_corners`` convention); ``flow`` (N, 2, h, w; x then y offset) is divided by (w, h)
+    and added to it, and ``x`` is sampled there bilinearly with zeros outside (SFNet's and
+    DecoupledSegNet's warp). Every operand is float32: the shape is cast before it divides."""
+    h, w = size[0], size[1]
+    rows, cols = paddle.meshgrid(paddle.linspace(-1.0, 1.0, h, dtype="float32"),
+                                 paddle.linspace(-1.0, 1.0, w, dtype="float32"))
+    identity = paddle.stack([cols, rows], axis=-1).unsqueeze(0)
+    scale = paddle.flip(paddle.cast(size, "float32"), axis=[0]).reshape([1, 1, 1, 2])
+    scale.stop_gradient = True
+    grid = identity + paddle.transpose(flow, [0, 2, 3, 1]) / scale
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)

@@ -125,14 +125,16 @@ def _check_args(layers: int, output_stride: int, multi_grid) -> None:
 
 class ResNet_vd(nn.Layer):
     """ResNet-vd; arguments and defaults as PaddleSeg's (``pretrained``: segx loads weights
-    itself, so only None is accepted by segx's builder)."""
+    itself, so only None is accepted by segx's builder), plus segx's ``keep_conv1_logit``
+    (keep the stem's output in ``conv1_logit`` after each forward; GSCNN turns it on)."""
 
     def __init__(self, layers: int = 50, output_stride: int = 8, multi_grid=(1, 1, 1),
-                 in_channels: int = 3, pretrained=None, data_format: str = "NCHW"):
+                 in_channels: int = 3, pretrained=None, data_format: str = "NCHW",
+                 keep_conv1_logit: bool = False):
         super().__init__()
         _check_args(layers, output_stride, multi_grid)
         self.layers, self.data_format, self.pretrained = layers, data_format, pretrained
-        self.conv1_logit, self.keep_conv1_logit = None, False
+        self.conv1_logit, self.keep_conv1_logit = None, bool(keep_conv1_logit)
         block = BottleneckBlock if layers >= 50 else BasicBlock
         self.feat_channels = [w * block.expansion for w in WIDTHS]
         self.conv1_1 = ResConvBN(in_channels, 32, 3, 2, act="relu", data_format=data_format)
