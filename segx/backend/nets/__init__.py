@@ -11,7 +11,8 @@ parity tests use it as the oracle.
 Owned so far: the PP-LiteSeg family (model ``PPLiteSeg``, backbones ``STDC1``/``STDC2``), the
 HRNet family (backbones ``HRNet_W18``/``HRNet_W48``, models ``OCRNet`` and ``FCN``), SegFormer
 (backbones ``MixVisionTransformer_B0``..``B5``, model ``SegFormer``), the DeepLab family (models
-``DeepLabV3``/``DeepLabV3P``, backbones ``ResNet18_vd``/``ResNet50_vd``/``ResNet101_vd``) and
+``DeepLabV3``/``DeepLabV3P``, backbones ``ResNet18_vd``/``ResNet50_vd``/``ResNet101_vd``), the
+context-module models on those ResNets (``PSPNet``, ``ANN``, ``DANet``, ``GCNet``) and
 ``CrossEntropyLoss``.
 """
 from __future__ import annotations
@@ -63,3 +64,4 @@ from segx.backend.nets import losses, pp_liteseg, stdc  # noqa: E402,F401  (fill
 from segx.backend.nets import fcn, hrnet, ocrnet  # noqa: E402,F401
 from segx.backend.nets import mix_transformer, segformer  # noqa: E402,F401
 from segx.backend.nets import deeplab, resnet_vd  # noqa: E402,F401
+from segx.backend.nets import ann, danet, gcnet, pspnet  # noqa: E402,F401

@@ -191,3 +191,31 @@ def init_conv_weights(layer: nn.Layer, std: float = 0.001) -> None:
     for sub in layer.sublayers():
         if isinstance(sub, nn.Conv2D):
             normal(sub.weight)
+
+
+# --------------------------------------------------------------------------- h20ctxa
+# Helpers of the context-module networks on a ResNet (PSPNet, ANN, DANet, GCNet).
+
+def picked_channels(backbone: nn.Layer, indices, needed: int | None, model: str) -> list:
+    """The widths of the backbone features ``indices`` select, after checking them:
+    ``needed`` of them (any positive number when None), each a valid index into the
+    backbone's ``feat_channels``. A bad choice is a ValueError naming ``model``."""
+    chans = list(getattr(backbone, "feat_channels", None) or [])
+    picks = list(indices) if isinstance(indices, (list, tuple)) else []
+    count_ok = len(picks) == needed if needed is not None else len(picks) > 0
+    if not count_ok or not all(isinstance(i, int) and not isinstance(i, bool)
+                               and -len(chans) <= i < len(chans) for i in picks):
+        want = f"{needed} index(es)" if needed is not None else "one or more indices"
+        raise ValueError(f"{model} backbone_indices={indices!r}: give {want} into the "
+                         f"backbone's {len(chans)} features")
+    return [chans[i] for i in picks]
+
+
+class UpsampledHeadNet(nn.Layer):
+    """Backbone, head (a list of logits from the list of features), every logit resized
+    bilinearly to the input's size with ``self.align_corners``."""
+
+    def forward(self, x):
+        hw = spatial_size(x)
+        return [resize(t, hw, align_corners=self.align_corners)
+                for t in self.head(self.backbone(x))]
