@@ -239,8 +239,22 @@ def test_ann_refuses_what_paddleseg_silently_ignores():
     assert max_diff(ref, default, SIZES[1]) == 0.0
 
 
+ENGINE_POOL_BUG = pytest.mark.xfail(strict=True, reason=(
+    "Paddle Inference 2.6 on CPU runs adaptive average pooling (pool2d) in oneDNN, and for a "
+    "later input size that does not divide the pooled grid (8x8 features, then 9x12) it "
+    "computes with the first size's kernels: logits off by 145 of 213. paddleseg's ANN, "
+    "exported the same way, is off by exactly as much; pool2d alone in oneDNN reproduces it"))
+
+
 @SLOW  # ~10 s per model
-@pytest.mark.parametrize("name, module", [("ANN-R18", "ann"), ("DANet-R18", "danet")])
-def test_static_export_matches_dynamic(tmp_path, name, module):
+@pytest.mark.parametrize("name, module, atol, sizes", [
+    ("PSP-R18", "pspnet", 1e-4, SIZES), ("DANet-R18", "danet", 1e-4, SIZES),
+    # ANN: the engine's oneDNN convolutions move the random-weight logits by up to 7.6e-4 of
+    # their scale; paddleseg's own ANN, exported the same way, by exactly as much (0.0695 of
+    # 91.7); with one input size per engine it matches
+    ("ANN-R18", "ann", 2e-3, SIZES[1:]),
+    pytest.param("ANN-R18", "ann", 2e-3, SIZES, marks=ENGINE_POOL_BUG)],
+    ids=["PSPNet", "DANet", "ANN-one-size", "ANN-two-sizes"])
+def test_static_export_matches_dynamic(tmp_path, name, module, atol, sizes):
     assert_export_matches_dynamic(arch_of(name), f"segx.backend.nets.{module}", tmp_path,
-                                  SIZES, atol=1e-4, scaled=True)
+                                  sizes, atol=atol, scaled=True)
