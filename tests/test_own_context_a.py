@@ -95,6 +95,19 @@ def test_zoo_context_models_are_segx_owned_and_the_switch_turns_them_off(monkeyp
     assert type(ref).__module__.startswith("paddleseg.")
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_arguments_and_defaults_are_paddlesegs(family):
+    """Same argument names, order and defaults as paddleseg's class, so every config written
+    for PaddleSeg means the same here."""
+    import inspect
+
+    from paddleseg.cvlibs import manager
+
+    def args(cls):
+        return [(n, p.default) for n, p in inspect.signature(cls).parameters.items()]
+    assert args(nets.MODELS[family]) == args(manager.MODELS[family])
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=SLOW) for n in ZOO])
 def test_zoo_model_same_tensors_and_logits(name):
     """One build of each zoo model both ways: tensors, parameter count, logits."""
