@@ -253,10 +253,10 @@ def test_ann_refuses_what_paddleseg_silently_ignores():
 
 
 ENGINE_POOL_BUG = pytest.mark.xfail(strict=True, reason=(
-    "Paddle Inference 2.6 on CPU runs adaptive average pooling (pool2d) in oneDNN, and for a "
-    "later input size that does not divide the pooled grid (8x8 features, then 9x12) it "
-    "computes with the first size's kernels: logits off by 145 of 213. paddleseg's ANN, "
-    "exported the same way, is off by exactly as much; pool2d alone in oneDNN reproduces it"))
+    "Paddle Inference 2.6 on CPU (with or without enable_mkldnn) runs an adaptive average "
+    "pool in oneDNN when the first input's size divides the pooled grid (ANN's 8x8 bins on "
+    "8x8 features) and keeps that kernel for later sizes that do not (9x12): logits off by "
+    "145 of 213. paddleseg's ANN, exported the same way, is off by exactly as much"))
 
 
 @SLOW  # ~10 s per model
