@@ -230,6 +230,21 @@ def init_conv_weights(layer: nn.Layer, std: float = 0.001) -> None:
 # --------------------------------------------------------------------------- pyramid pooling, flow
 # Pyramid pooling as PSPNet defines it (Fast-SCNN's global pooling and SFNet's head use it).
 
+# a pooled map of s x s bins per size: bounded so a config cannot ask for huge grids
+MAX_BIN = 64
+MAX_BINS = 8
+
+
+def check_bin_sizes(bin_sizes, in_channels: int) -> list[int]:
+    sizes = list(bin_sizes) if isinstance(bin_sizes, (list, tuple)) else []
+    ok = 1 <= len(sizes) <= min(MAX_BINS, in_channels) and all(
+        isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_BIN for s in sizes)
+    if not ok:
+        raise ValueError(f"bin_sizes={bin_sizes!r}: give 1 to {MAX_BINS} integers from 1 to "
+                         f"{MAX_BIN}")
+    return sizes
+
+
 class PPModule(nn.Layer):
     """PSPNet's pyramid pooling: for each bin size an adaptive average pool and a 1x1
     ConvBNReLU (``stages.<i>.1``; to ``in_channels // len(bin_sizes)`` channels when
@@ -239,6 +254,7 @@ class PPModule(nn.Layer):
     def __init__(self, in_channels: int, out_channels: int, bin_sizes=(1, 2, 3, 6),
                  dim_reduction: bool = True, align_corners: bool = False):
         super().__init__()
+        bin_sizes = check_bin_sizes(bin_sizes, in_channels)
         branch = in_channels // len(bin_sizes) if dim_reduction else in_channels
         self.stages = nn.LayerList([
             nn.Sequential(AdaptiveAvgPool2D(output_size=(b, b)),
@@ -270,3 +286,31 @@ def flow_warp(x, flow, size):
     scale.stop_gradient = True
     grid = identity + paddle.transpose(flow, [0, 2, 3, 1]) / scale
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+# --------------------------------------------------------------------------- heads on a backbone
+# Helpers of the context-module networks on a ResNet (PSPNet, ANN, DANet, GCNet).
+
+def picked_channels(backbone: nn.Layer, indices, needed: int | None, model: str) -> list:
+    """The widths of the backbone features ``indices`` select, after checking them:
+    ``needed`` of them (any positive number when None), each a valid index into the
+    backbone's ``feat_channels``. A bad choice is a ValueError naming ``model``."""
+    chans = list(getattr(backbone, "feat_channels", None) or [])
+    picks = list(indices) if isinstance(indices, (list, tuple)) else []
+    count_ok = len(picks) == needed if needed is not None else len(picks) > 0
+    if not count_ok or not all(isinstance(i, int) and not isinstance(i, bool)
+                               and -len(chans) <= i < len(chans) for i in picks):
+        want = f"{needed} index(es)" if needed is not None else "one or more indices"
+        raise ValueError(f"{model} backbone_indices={indices!r}: give {want} into the "
+                         f"backbone's {len(chans)} features")
+    return [chans[i] for i in picks]
+
+
+class UpsampledHeadNet(nn.Layer):
+    """Backbone, head (a list of logits from the list of features), every logit resized
+    bilinearly to the input's size with ``self.align_corners``."""
+
+    def forward(self, x):
+        hw = spatial_size(x)
+        return [resize(t, hw, align_corners=self.align_corners)
+                for t in self.head(self.backbone(x))]
