@@ -21,7 +21,7 @@ from net_parity import (  # noqa: E402
 from net_parity import arch_of as zoo_arch  # noqa: E402
 from segx import backend  # noqa: E402
 from segx.backend import nets  # noqa: E402
-from segx.backend.nets import ann, danet, gcnet, pspnet, resnet_vd  # noqa: E402
+from segx.backend.nets import ann, danet, gcnet, layers, pspnet, resnet_vd  # noqa: E402
 from segx.utils.errors import SegxError  # noqa: E402
 from segx.zoo.registry import list_models, load_model_config, with_weights_arch  # noqa: E402
 
@@ -166,8 +166,8 @@ def test_planted_structure_change_is_caught(monkeypatch):
 
 def planted_pyramid_corners(monkeypatch):
     """PSPNet: the pooled maps upsampled with align_corners flipped."""
-    real = pspnet.resize
-    monkeypatch.setattr(pspnet, "resize", lambda x, size, mode="bilinear",
+    real = layers.resize
+    monkeypatch.setattr(layers, "resize", lambda x, size, mode="bilinear",
                         align_corners=False: real(x, size, mode, not align_corners))
     return "PSP-R18-os16-noaux", False
 
