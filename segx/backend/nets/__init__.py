@@ -63,3 +63,4 @@ from segx.backend.nets import losses, pp_liteseg, stdc  # noqa: E402,F401  (fill
 from segx.backend.nets import fcn, hrnet, ocrnet  # noqa: E402,F401
 from segx.backend.nets import mix_transformer, segformer  # noqa: E402,F401
 from segx.backend.nets import deeplab, resnet_vd  # noqa: E402,F401
+from segx.backend.nets import dnlnet, emanet, isanet  # noqa: E402,F401
