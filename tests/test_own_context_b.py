@@ -16,7 +16,8 @@ paddle = pytest.importorskip("paddle")
 pytest.importorskip("paddleseg")
 
 from net_parity import (  # noqa: E402
-    both, loaded_pair, max_diff, outputs, planted_logit_diff, random_state, structure)
+    assert_export_matches_dynamic, both, loaded_pair, max_diff, outputs, planted_logit_diff,
+    random_state, structure)
 from net_parity import arch_of as zoo_arch  # noqa: E402
 from segx import backend  # noqa: E402
 from segx.backend import nets  # noqa: E402
@@ -325,3 +326,13 @@ def test_weights_of_a_paddleseg_model_load_into_segx_unchanged():
     own = backend.build_model(arch_of("DNL-R18-cat"), 5)
     assert backend.set_state(own, state) == []
     assert list(own.state_dict()) == list(ref.state_dict())
+
+
+@SLOW  # ~10 s each
+@pytest.mark.parametrize("name", ["ISA-R18-pad", "EMA-R18", "DNL-R18-dot"])
+def test_static_export_matches_dynamic(tmp_path, name):
+    """Exported with dynamic sizes, segx's models give the dynamic graph's logits, padding
+    (ISANet, which paddleseg's cannot export) and pixel counts (DNL) taken from the input."""
+    module = f"segx.backend.nets.{arch_of(name)['type'].lower()}"
+    assert_export_matches_dynamic(arch_of(name), module, tmp_path, SIZES[:1] + [(1, 3, 70, 90)],
+                                  atol=1e-4, scaled=True)
