@@ -11,8 +11,8 @@ parity tests use it as the oracle.
 Owned so far: the PP-LiteSeg family (model ``PPLiteSeg``, backbones ``STDC1``/``STDC2``), the
 HRNet family (backbones ``HRNet_W18``/``HRNet_W48``, models ``OCRNet`` and ``FCN``), SegFormer
 (backbones ``MixVisionTransformer_B0``..``B5``, model ``SegFormer``), the DeepLab family (models
-``DeepLabV3``/``DeepLabV3P``, backbones ``ResNet18_vd``/``ResNet50_vd``/``ResNet101_vd``) and
-``CrossEntropyLoss``.
+``DeepLabV3``/``DeepLabV3P``, backbones ``ResNet18_vd``/``ResNet50_vd``/``ResNet101_vd``), the
+context models ``EMANet``, ``ISANet`` and ``DNLNet`` (on those ResNets) and ``CrossEntropyLoss``.
 """
 from __future__ import annotations
 
