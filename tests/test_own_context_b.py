@@ -147,9 +147,9 @@ def test_zoo_logits_with_each_weights_arch(name, dataset):
         boost_em_unit(own, ref)
     assert own.align_corners == ref.align_corners == (arch.get("align_corners") is True)
     assert rel_diff(own, ref, SIZES[1]) <= 1e-5
+    assert rel_diff(own, ref, SIZES[0], train=True) <= 1e-4  # once each: EMANet's bases move
     train = outputs(own, SIZES[0], train=True)
     assert [t.shape for t in train] == [(1, 5, 64, 64)] * 2  # logits and auxiliary logits
-    assert rel_diff(own, ref, SIZES[0], train=True) <= 1e-4
 
 
 def test_voc_weights_need_align_corners_and_get_it():
