@@ -66,3 +66,4 @@ from segx.backend.nets import attention_unet, u2net, unet, unet_3plus, unet_plus
 from segx.backend.nets import bisenetv2, fast_scnn, hardnet, lraspp, mobilenetv3, shufflenetv2  # noqa
 from segx.backend.nets import decoupled_segnet, edge_losses, gscnn, sfnet  # noqa: E402,F401
 from segx.backend.nets import ann, danet, gcnet, pspnet  # noqa: E402,F401
+from segx.backend.nets import dnlnet, emanet, isanet  # noqa: E402,F401

@@ -314,3 +314,58 @@ class UpsampledHeadNet(nn.Layer):
         hw = spatial_size(x)
         return [resize(t, hw, align_corners=self.align_corners)
                 for t in self.head(self.backbone(x))]
+
+
+# --- h20ctxb: context-module heads (EMANet, ISANet, DNLNet) --------------------------------
+
+CONTEXT_AUX_IN = 1024  # PaddleSeg's context heads read a fixed 1024-wide stage (ResNet-50/101's third)
+
+
+def dropout_classifier(in_channels: int, num_classes: int, p: float = 0.1) -> nn.Sequential:
+    """Channel dropout then a 1x1 conv with bias (keys ``1.weight``/``1.bias`` in a Sequential)."""
+    return nn.Sequential(nn.Dropout2D(p=p), nn.Conv2D(in_channels, num_classes, 1))
+
+
+def context_aux_head(num_classes: int, bias: bool) -> nn.Sequential:
+    """The auxiliary FCN head of the context networks: 3x3 ConvBNReLU from 1024 to 256 channels
+    (its conv biased or not, per network), channel dropout, 1x1 classifier."""
+    return nn.Sequential(
+        ConvBNReLU(CONTEXT_AUX_IN, 256, 3, **({} if bias else {"bias_attr": False})),
+        nn.Dropout2D(p=0.1), nn.Conv2D(256, num_classes, 1))
+
+
+def pick_two_features(backbone: nn.Layer, indices, aux: bool, model: str) -> list:
+    """The widths of the backbone features ``indices`` names (a low one for the auxiliary head,
+    a deep one for the context head); ValueError naming the setting when they do not fit."""
+    chans = list(getattr(backbone, "feat_channels", None) or [])
+    picked = list(indices) if isinstance(indices, (list, tuple)) else []
+    if len(picked) != 2 or any(isinstance(i, bool) or not isinstance(i, int)
+                               or not -len(chans) <= i < len(chans) for i in picked):
+        raise ValueError(f"{model} backbone_indices={indices!r}: give 2 indexes into the "
+                         f"backbone's {len(chans)} features")
+    widths = [chans[i] for i in picked]
+    if aux and widths[0] != CONTEXT_AUX_IN:
+        raise ValueError(f"{model} enable_auxiliary_loss: the auxiliary head takes a "
+                         f"{CONTEXT_AUX_IN}-channel feature but backbone_indices[0] gives "
+                         f"{widths[0]}; pick another index or set enable_auxiliary_loss: false")
+    return widths
+
+
+class ContextSegModel(nn.Layer):
+    """Backbone, a head on two of its features, each head output upsampled (bilinear) to the
+    input size. Subclasses set ``head`` and ``align_mode`` (0 half-pixel, 1 asymmetric; only
+    matters when ``align_corners`` is False)."""
+
+    align_mode = 0
+
+    def setup(self, backbone: nn.Layer, backbone_indices, align_corners: bool, pretrained):
+        self.backbone = backbone
+        self.backbone_indices = list(backbone_indices)
+        self.align_corners, self.pretrained = align_corners, pretrained
+
+    def forward(self, x):
+        feats = self.backbone(x)
+        outs = self.head([feats[i] for i in self.backbone_indices])
+        size = paddle.shape(x)[2:]
+        return [F.interpolate(t, size, mode="bilinear", align_corners=self.align_corners,
+                              align_mode=self.align_mode) for t in outs]
