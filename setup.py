@@ -49,5 +49,6 @@ def installed_opencv() -> str | None:
     return None
 
 
-opencv = installed_opencv() or "opencv-python-headless"
-setup(install_requires=BASE + [f"{opencv}>={OPENCV_MIN[0]}.{OPENCV_MIN[1]}"])
+if __name__ == "__main__":  # (pip's build runs this file as __main__; tests import it)
+    opencv = installed_opencv() or "opencv-python-headless"
+    setup(install_requires=BASE + [f"{opencv}>={OPENCV_MIN[0]}.{OPENCV_MIN[1]}"])

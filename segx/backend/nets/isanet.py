@@ -89,7 +89,7 @@ class ISAHead(nn.Layer):
         qh, qw = (h + (ph - 1)) // ph, (w + (pw - 1)) // pw
         extra_h, extra_w = qh * ph - h, qw * pw - w
         top, left = extra_h // 2, extra_w // 2
-        pads = paddle.stack([left, extra_w - left, top, extra_h - top]).astype("int32")
+        pads = paddle.stack([left, extra_w - left, top, extra_h - top]).reshape([-1]).astype("int32")
         return F.pad(x, pads), (qh, qw), (top, left)
 
     def _interlaced(self, x):
