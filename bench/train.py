@@ -1,6 +1,12 @@
-"""Training bookkeeping cost: segx's loop versus a bare loop of the same PaddleSeg components.
+"""Training bookkeeping cost: segx's loop versus a bare loop of the same components;
+and training speed across stacks (Paddle 3 against Paddle 2.6.2).
 
     python bench/train.py [--iters 60] [--size 256]
+    python bench/train.py --stacks .venv-paddle26/bin/python .venv/bin/python [--iters 60]
+
+With ``--stacks A B`` the bare loop (same model, data, seed and iterations) runs under each
+interpreter in turn, A B A B, each in its own process; the best seconds per iteration of each are
+compared (B / A; target <= 1.1 for Paddle 3 against 2.6.2).
 
 Same model (PP-LiteSeg-T), config, seed, data stream and iterations. The bare loop does only
 forward, loss, backward, optimiser and scheduler steps; segx adds logging, the progress line,
@@ -90,24 +96,71 @@ def evaluate(model, val, num):
                             preprocessor([{"type": "Normalize"}]), num).metrics()["mIoU"]
 
 
+def _config(tmp: Path, iters: int, size: int):
+    from segx.apps.demo import make_demo_dataset
+    from segx.zoo.registry import load_model_config
+    data = make_demo_dataset(tmp / "data", n=40, size=(size, size))
+    return load_model_config("PP-LiteSeg-T", [
+        f"Global.dataset_dir={data}", f"Global.output={tmp / 'out'}",
+        "Global.device=cpu", f"Train.epochs_iters={iters}", "Train.batch_size=4",
+        f"Train.eval_interval={iters}", "Train.log_interval=10", "Train.pretrained=none",
+        f"Train.transforms.1.crop_size=[{size // 2},{size // 2}]"])
+
+
+def bare_only(iters: int, size: int) -> None:
+    """One bare loop in this interpreter; prints a JSON line with its speed and stack."""
+    import json
+    import platform
+
+    import numpy as np
+    import paddle
+    from segx.training.build import check_data
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _config(Path(tmp), iters, size)
+        train, _, num, _ = check_data(cfg, 1)
+        _, seconds = bare_loop(cfg, train, iters, num)
+    print(json.dumps({"s_per_iter": seconds, "paddle": paddle.__version__,
+                      "numpy": np.__version__, "python": platform.python_version()}))
+
+
+def compare_stacks(pythons: list[str], iters: int, size: int) -> None:
+    import json
+    import subprocess
+    best: dict = {}
+    for _ in range(2):  # alternate, so both share the machine's noise; keep the best
+        for py in pythons:
+            out = subprocess.run([py, __file__, "--bare-only", "--iters", str(iters),
+                                  "--size", str(size)], capture_output=True, text=True,
+                                 check=True).stdout
+            rec = json.loads(out.strip().splitlines()[-1])
+            if py not in best or rec["s_per_iter"] < best[py]["s_per_iter"]:
+                best[py] = rec
+    print(f"PP-LiteSeg-T bare training loop, {iters} iterations, batch 4, crop {size // 2}, CPU")
+    for py in pythons:
+        r = best[py]
+        print(f"Paddle {r['paddle']:<7} numpy {r['numpy']:<7} Python {r['python']:<7}: "
+              f"{r['s_per_iter']:.4f} s/iter")
+    a, b = (best[p]["s_per_iter"] for p in pythons)
+    print(f"ratio (second / first): {b / a:.3f}  (target <= 1.1)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--stacks", nargs=2, metavar="PYTHON")
+    ap.add_argument("--bare-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from segx.apps.demo import make_demo_dataset
-    from segx.zoo.registry import load_model_config
+    if args.bare_only:
+        return bare_only(args.iters, args.size)
+    if args.stacks:
+        return compare_stacks(args.stacks, args.iters, args.size)
     from segx.runs.folder import build_network, run_config
     from segx.training import build_trainer
     from segx.training.build import check_data
     from segx.training.hooks import EvalHook
     with tempfile.TemporaryDirectory() as tmp:
-        data = make_demo_dataset(Path(tmp) / "data", n=40, size=(args.size, args.size))
-        cfg = load_model_config("PP-LiteSeg-T", [
-            f"Global.dataset_dir={data}", f"Global.output={Path(tmp) / 'out'}",
-            "Global.device=cpu", f"Train.epochs_iters={args.iters}", "Train.batch_size=4",
-            f"Train.eval_interval={args.iters}", "Train.log_interval=10", "Train.pretrained=none",
-            f"Train.transforms.1.crop_size=[{args.size // 2},{args.size // 2}]"])
+        cfg = _config(Path(tmp), args.iters, args.size)
         train, val, num, _ = check_data(cfg, 1)
         segx_times, bare_times = [], []
         for _ in range(2):  # alternate, so both share the machine's noise; keep the best

@@ -7,6 +7,7 @@ import pytest
 
 backend = pytest.importorskip("segx.backend")
 import paddle  # noqa: E402
+pytest.importorskip("paddleseg")  # the oracle: the Paddle 2.6 leg only
 from paddleseg.cvlibs import manager  # noqa: E402
 
 from segx.backend import nets  # noqa: E402

@@ -13,6 +13,7 @@ from segx.imaging import transforms as T
 from segx.utils.errors import ConfigError
 
 backend = pytest.importorskip("segx.backend")  # paddle first imported the way segx does it
+pytest.importorskip("paddleseg")  # the oracle: the Paddle 2.6 leg only
 from paddleseg.transforms import functional as PF  # noqa: E402
 from paddleseg.transforms import transforms as PT  # noqa: E402
 

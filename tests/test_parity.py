@@ -25,6 +25,7 @@ from official_sections import (IMAGENET_STARTS, SEAFORMER_FEAT_CHANNELS, SEAFORM
                                SECTIONS, TRAINED)
 
 backend = pytest.importorskip("segx.backend")
+pytest.importorskip("paddleseg")  # the oracle: the Paddle 2.6 leg only
 from paddleseg.cvlibs import manager  # noqa: E402
 
 IGNORED = {"pretrained", "num_classes"}  # weights segx loads itself; the class count is data's
