@@ -121,7 +121,8 @@ def set_state(layer, state: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- building
-PADDLESEG_EXTRA = "pip install 'segx[paddleseg]' (Paddle 2.6.2 and numpy 1 only)"
+PADDLESEG_EXTRA = ("pip install --no-deps paddleseg==2.8.0 into a Paddle 2.6.2 / numpy 1 "
+                   "environment (docs/networks.md)")
 
 
 def paddleseg_manager(where: str, type_name: object, own: Any = None):

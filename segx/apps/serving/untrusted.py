@@ -2,7 +2,7 @@
 
 :class:`ImagePolicy` accepts only the configured formats (by magic bytes), reads the size from
 the header before decoding, and decodes with Pillow (kept current for its image-parsing fixes;
-OpenCV is pinned old by PaddleSeg and never sees untrusted bytes). :class:`UrlFetcher` fetches
+OpenCV, whichever build the environment has, never sees untrusted bytes). :class:`UrlFetcher` fetches
 only from allowed hosts, never from private, loopback, link-local or metadata addresses (checked
 after DNS resolution and on every redirect, and the connection goes to the checked address), with
 one total deadline and a byte limit; all its failures read the same to the client, so it cannot
