@@ -140,6 +140,9 @@ def test_hostile_label_is_a_named_problem(tmp_path, bad):
         bad_overlay = next(p for p in a["train_sample_paths"] if "_bad" in p)
         with Image.open(tmp_path / "out" / bad_overlay) as im:
             assert im.height <= 256 + 14 * 21 + 4, im.size
+        page = (tmp_path / "out" / "check_dataset" / "report.html").read_text()
+        assert "more ids with fewer pixels" in page  # the class table is bounded too
+        assert page.count("class=swatch") <= 256 + 20, page.count("class=swatch")
     hist = tmp_path / "out" / "check_dataset" / "histogram.png"
     with Image.open(hist) as im:
         assert im.width < 4000, im.size  # bounded bars, whatever the id count

@@ -203,15 +203,22 @@ def problems_section(problems: list[Problem]) -> str:
                    table(("severity", "code", "where", "message", "fix"), rows), "problems")
 
 
+MAX_CLASS_ROWS = 256  # a label with 60,000 ids (a problem in itself) gets the largest 256
+
+
 def classes_section(summary: dict, histogram: Path, page_path: Path) -> str:
     stats, names = summary["stats"], summary["names"]
     splits = [s for s in ("train", "val", "test") if s in stats]
+    totals = {s: sum(v for k, v in stats[s]["pixels"].items() if k != IGNORE_INDEX) or 1
+              for s in splits}
     ids = sorted({i for s in splits for i in stats[s]["pixels"]})
+    shown = ids if len(ids) <= MAX_CLASS_ROWS else sorted(sorted(
+        ids, key=lambda i: -sum(stats[s]["pixels"].get(i, 0) for s in splits))[:MAX_CLASS_ROWS])
     header = ["id", "class"] + [f"{s} {c}" for s in splits
                                 for c in ("pixels", "images", "% pixels")]
     table_colours = palette()
     rows = []
-    for i in ids:
+    for i in shown:
         colour = "#%02x%02x%02x" % tuple(int(c) for c in table_colours[i]) if 0 <= i < 256 \
             else "#999999"  # ids past 255 are reported as problems
         name = "ignore (255)" if i == IGNORE_INDEX else _name(i, names)
@@ -219,14 +226,15 @@ def classes_section(summary: dict, histogram: Path, page_path: Path) -> str:
                             f"{esc(name)}")]
         for s in splits:
             st = stats[s]
-            total = sum(v for k, v in st["pixels"].items() if k != IGNORE_INDEX) or 1
             px = st["pixels"].get(i, 0)
-            share = "" if i == IGNORE_INDEX else f"{100 * px / total:.2f}"
+            share = "" if i == IGNORE_INDEX else f"{100 * px / totals[s]:.2f}"
             row += [f"{px:,}", f"{st['images'].get(i, 0):,}", share]
         rows.append(row)
     numeric = [0] + list(range(2, len(header)))
+    more = "" if len(shown) == len(ids) else \
+        f"<p>{len(ids) - len(shown):,} more ids with fewer pixels: check_dataset_result.json</p>"
     picture = img(rel(histogram, page_path), "class histogram") if histogram.is_file() else ""
-    return section("Classes", table(header, rows, numeric) + picture, "classes")
+    return section("Classes", table(header, rows, numeric) + more + picture, "classes")
 
 
 def _value(v: object) -> str:
