@@ -97,8 +97,8 @@ def assert_export_matches_dynamic(arch: dict, module: str, folder, sizes, atol: 
     model = backend.build_model(arch, 4)
     assert type(model).__module__ == module
     model.set_state_dict(random_state(model))
-    export_static(model, folder / "inference", None, "none")
-    engine = PaddleInference(folder / "inference.pdmodel", folder / "inference.pdiparams")
+    program = export_static(model, folder / "inference", None, "none")
+    engine = PaddleInference(program, folder / "inference.pdiparams")
     for shape in sizes:
         probe = np.random.default_rng(3).normal(0, 1, shape).astype("float32")
         want = predict_logits(model, probe)

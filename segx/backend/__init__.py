@@ -125,6 +125,11 @@ PADDLESEG_EXTRA = ("pip install --no-deps paddleseg==2.8.0 into a Paddle 2.6.2 /
                    "environment (docs/networks.md)")
 
 
+def paddleseg_installed() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("paddleseg") is not None
+
+
 def paddleseg_manager(where: str, type_name: object, own: Any = None):
     """paddleseg's component tables, for ``type_name`` at ``where`` (a type that segx's own
     table ``own`` lacks, or the parity tests' oracle). paddleseg is an optional extra: it pins
@@ -209,8 +214,9 @@ def build_model(arch: dict, num_classes: int,
     """
     dygraph()
     with paddle.utils.unique_name.guard():
-        manager = None
-        if not (nets.owns(arch) and nets.prefer_own(use_paddleseg)):
+        manager, mine = None, isinstance(arch, dict) and arch.get("type") in nets.MODELS
+        if not (nets.owns(arch) and nets.prefer_own(use_paddleseg)) and \
+                not (mine and not paddleseg_installed()):  # (then segx's names the bad part)
             manager = paddleseg_manager("Arch", arch.get("type") if isinstance(arch, dict)
                                         else None, nets.MODELS)
             if nets.owns(arch) and arch["type"] not in manager.MODELS.components_dict:
