@@ -120,6 +120,7 @@ def _check(root: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProc
                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
+@pytest.mark.slow  # a capped CLI process each (about 1.2 s)
 @pytest.mark.parametrize("bad", sorted(BAD))
 def test_hostile_label_is_a_named_problem(tmp_path, bad):
     root = _dataset(tmp_path / "d", bad)

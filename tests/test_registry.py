@@ -40,11 +40,11 @@ def test_unknown_model_suggests():
 
 
 def _zoo() -> list:
-    """Every model; those above 15 M parameters (seconds each on a CPU, most of the suite's
+    """Every model; those above 5 M parameters (seconds each on a CPU, most of the suite's
     time) are slow, so ``make test-fast`` builds the small models of the zoo and ``make test``
     all of them."""
     from segx.zoo.registry import model_info
-    return [pytest.param(n, marks=pytest.mark.slow) if (model_info(n).params_m or 0) > 15 else n
+    return [pytest.param(n, marks=pytest.mark.slow) if (model_info(n).params_m or 0) > 5 else n
             for n in list_models()]
 
 

@@ -255,6 +255,7 @@ def test_evaluate_without_run_config_is_clear(tmp_path, run_dir, data):
     (["-o", "Train.losses.types=[{type: CrossEntropyLoss}]", "-o", "Train.losses.coef=[1]"],
      "training outputs"),
 ])
+@pytest.mark.slow  # a CLI process each (about 2 s)
 def test_guards_fail_before_training(data, tmp_path, extra, message):
     r = run_cli(*base_args(data, tmp_path / "o", *extra))
     assert r.returncode == 2, r.stdout + r.stderr

@@ -174,6 +174,7 @@ def test_a_killed_download_resumes(home, monkeypatch):
         assert ranges[-1][0] == f"bytes={have}-" and ranges[-1][1] == len(payload) - have
 
 
+@pytest.mark.slow  # about 4 s
 def test_archives_unpack_safely_and_failures_are_one_line(home, monkeypatch, tmp_path):
     from segx.zoo.weights import fetch
     backbone = state_bytes("FCN_HRNet-W18", 2, backbone_only=True)
