@@ -55,7 +55,8 @@ def paddle_to_onnx(model_file: Path, target: Path) -> Path:
     except subprocess.TimeoutExpired:
         raise ConversionError(f"paddle2onnx did not finish within {TIMEOUT_S} s.",
                               solution="export without ONNX (Export.formats=[paddle]).") from None
-    if done.returncode != 0 or not target.is_file():
+    if done.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
+        # (paddle2onnx 1.3.1 reports "Failed to load program" and writes an empty file)
         target.unlink(missing_ok=True)
         raise ConversionError(f"paddle2onnx cannot convert this model: {_reason(done)}.",
                               solution="export at a fixed size (-o Export.input_shape=[1,3,H,W]) "
@@ -66,6 +67,7 @@ def paddle_to_onnx(model_file: Path, target: Path) -> Path:
 def _reason(done: subprocess.CompletedProcess) -> str:
     """The line of paddle2onnx's output that says what failed."""
     lines = [ln.strip() for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "[ERROR]" in ln and "unsupported features" not in ln]
+    errors = [ln for ln in lines if ("[ERROR]" in ln or "Failed to" in ln)
+              and "unsupported features" not in ln]
     picked = errors or [ln for ln in lines if "Error" in ln] or [f"exit code {done.returncode}"]
-    return re.sub(r"^\[ERROR\]\s*(\[Paddle2ONNX\])?\s*", "", picked[0])[:300]
+    return re.sub(r"^(\[ERROR\])?\s*(\[Paddle2ONNX\])?\s*", "", picked[0])[:300]
