@@ -79,8 +79,10 @@ $(STAMP313): $(DEPS)
 	$(VENV313)/bin/python -m pip install --quiet -e '.[train,deploy]' pytest
 	touch $(STAMP313)
 
+# the suites that differ, then the demo: every mode on Python 3.13 with numpy 2
 test-py313: $(STAMP313)
 	$(VENV313)/bin/python -m pytest -q $(STACK_SUITES)
+	rm -rf $(VENV313)/demo && $(VENV313)/bin/python -m segx demo --workdir $(VENV313)/demo
 
 # a real install of PaddleX 3.7.2 and then segx into a fresh venv (needs the package registry)
 test-paddlex: $(STAMP)
