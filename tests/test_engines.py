@@ -130,7 +130,9 @@ def test_openvino_agrees_with_paddle_on_every_exportable_family(name, tmp_path):
     program = export_static(net, tmp_path / "inference", [1, 3, 128, 128], "none")
     deploy = {"model": program.name, "params": "inference.pdiparams", "onednn_resize": False}
     if program.suffix == ".json":  # Paddle 3: OpenVINO reads the PIR program's ONNX
-        from segx.backend.onnx import paddle_to_onnx
+        from segx.backend.onnx import converter_available, paddle_to_onnx
+        if not converter_available():
+            pytest.skip("OpenVINO reads a PIR program only through ONNX; no paddle2onnx here")
         paddle_to_onnx(program, tmp_path / "inference.onnx")
         deploy["onnx"] = {"model": "inference.onnx", "input_shape": [1, 3, 128, 128]}
     x = np.random.default_rng(0).normal(0, 1, (1, 3, 128, 128)).astype(np.float32)
@@ -159,6 +161,9 @@ def test_an_engine_export_found_unusable_is_refused_with_its_reason():
 @pytest.fixture(scope="module")
 def exported(run_dir, data, tmp_path_factory) -> Path:
     """The test run exported for 128 x 128 inputs with ONNX and int8 (its drop refused)."""
+    from segx.backend.onnx import converter_available
+    if not converter_available():  # Python 3.13: test_stack.py checks the route is named
+        pytest.skip("no paddle2onnx here")
     out = tmp_path_factory.mktemp("deploy") / "out"
     shutil.copytree(run_dir, out, ignore=shutil.ignore_patterns("iter_*"))
     r = run_cli("-c", "PP-LiteSeg-T", "-o", "Global.mode=export", "-o", f"Global.output={out}",
