@@ -28,7 +28,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from segx.backend.nets import MODELS
-from segx.backend.nets.layers import ConvBNReLU, picked_channels
+from segx.backend.nets.layers import ConvBNReLU, max_keepdim, picked_channels
 
 
 def _gate(layer: nn.Layer):
@@ -72,7 +72,7 @@ class CAM(nn.Layer):
         shape = paddle.shape(x)
         flat = paddle.reshape(x, [0, self.channels, -1])  # N, C, HW
         sim = paddle.bmm(flat, paddle.transpose(flat, [0, 2, 1]))  # N, C, C
-        weights = F.softmax(paddle.max(sim, axis=-1, keepdim=True) - sim, axis=-1)
+        weights = F.softmax(max_keepdim(sim, axis=-1) - sim, axis=-1)
         gathered = paddle.reshape(paddle.bmm(weights, flat),
                                   [0, self.channels, shape[2], shape[3]])
         return self.gamma * gathered + x

@@ -197,6 +197,23 @@ def _bin_matrix(length, bins: int, dtype):
     return paddle.cast(paddle.cast(inside, "float32") / (end - start), dtype)
 
 
+_SLOW_MAX_GRAD = not paddle.__version__.startswith("2.")  # (2.6's own kernel is the faster)
+
+
+def max_keepdim(x, axis: int):
+    """``paddle.max(x, axis, keepdim=True)`` with the same value and the same gradient (each
+    element equal to the maximum gets the full incoming gradient, as paddle's ``max_grad``
+    gives), computed as elementwise operations when a gradient is wanted: Paddle 3.3's CPU
+    ``max_grad`` takes about 48 ms where Paddle 2.6's took 0.6 (PP-LiteSeg-T's attention, 4 x 128
+    x 128 crops: a training step 1.45x slower than on 2.6). ``x - x.detach()`` is exactly zero,
+    so the value is the maximum to the bit."""
+    if x.stop_gradient or not paddle.in_dynamic_mode() or not _SLOW_MAX_GRAD:
+        return paddle.max(x, axis=axis, keepdim=True)
+    top = paddle.max(x.detach(), axis=axis, keepdim=True)
+    mask = paddle.cast(x.detach() == top, x.dtype)
+    return top + paddle.sum((x - x.detach()) * mask, axis=axis, keepdim=True)
+
+
 def resize(x, size, mode: str = "bilinear", align_corners: bool = False,
            data_format: str = "NCHW"):
     """Resize ``x`` to ``size`` ([h, w], a list or a shape tensor). ``align_corners`` only

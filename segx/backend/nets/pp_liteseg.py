@@ -18,7 +18,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from segx.backend.nets import MODELS
-from segx.backend.nets.layers import AdaptiveAvgPool2D, ConvBN, ConvBNReLU, resize
+from segx.backend.nets.layers import AdaptiveAvgPool2D, ConvBN, ConvBNReLU, max_keepdim, resize
 
 
 _resize = resize  # the final upsampling (a seam the tests plant differences in)
@@ -65,7 +65,7 @@ class UAFM_SpAtten(nn.Layer):
         high = resize(high, paddle.shape(low)[2:], mode=self.resize_mode)
         stats = []
         for t in (low, high):
-            stats += [paddle.mean(t, axis=1, keepdim=True), paddle.max(t, axis=1, keepdim=True)]
+            stats += [paddle.mean(t, axis=1, keepdim=True), max_keepdim(t, axis=1)]
         atten = F.sigmoid(self.conv_xy_atten(paddle.concat(stats, axis=1)))
         return self.conv_out(low * atten + high * (self._scale - atten))
 
