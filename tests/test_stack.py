@@ -278,3 +278,23 @@ def test_this_environment_is_a_supported_stack():
         assert paddle.__version__ == "2.6.2" and major == 1 and sys.version_info < (3, 13)
     if importlib.util.find_spec("paddleseg") is not None:
         assert not PIR, "paddleseg 2.8 belongs only to the Paddle 2.6 oracle leg"
+
+
+def test_the_fast_channel_max_has_paddles_value_and_gradient(monkeypatch):
+    """Paddle 3's CPU max_grad is about 75x slower than 2.6's; segx's networks take the channel
+    max through elementwise ops there: the same value, and Paddle 2.6's gradient (every element
+    equal to the maximum gets the full gradient, ties included; Paddle 3's own max_grad splits it
+    among ties), so training computes the same on both stacks."""
+    from segx.backend.nets import layers
+    monkeypatch.setattr(layers, "_SLOW_MAX_GRAD", True)
+    rng = np.random.default_rng(0)
+    data = np.maximum(rng.normal(0, 1, (2, 5, 6, 7)), 0).astype("float32")  # ReLU: zero ties
+    data[0, :, 0, 0] = 0.0
+    upstream = rng.normal(0, 1, (2, 1, 6, 7)).astype("float32")
+    x = paddle.to_tensor(data, stop_gradient=False)
+    out = layers.max_keepdim(x, axis=1)
+    (out * paddle.to_tensor(upstream)).sum().backward()
+    top = data.max(axis=1, keepdims=True)
+    assert np.array_equal(out.numpy(), top)
+    assert np.allclose(x.grad.numpy(), upstream * (data == top), atol=1e-6)
+    assert (data[0, :, 0, 0] == top[0, 0, 0, 0]).all()  # (the tie is there)

@@ -201,9 +201,9 @@ _SLOW_MAX_GRAD = not paddle.__version__.startswith("2.")  # (2.6's own kernel is
 
 
 def max_keepdim(x, axis: int):
-    """``paddle.max(x, axis, keepdim=True)`` with the same value and the same gradient (each
-    element equal to the maximum gets the full incoming gradient, as paddle's ``max_grad``
-    gives), computed as elementwise operations when a gradient is wanted: Paddle 3.3's CPU
+    """``paddle.max(x, axis, keepdim=True)`` with the same value and Paddle 2.6's gradient (each
+    element equal to the maximum gets the full incoming gradient; Paddle 3 splits it among
+    ties), computed as elementwise operations when a gradient is wanted on Paddle 3: Paddle 3.3's CPU
     ``max_grad`` takes about 48 ms where Paddle 2.6's took 0.6 (PP-LiteSeg-T's attention, 4 x 128
     x 128 crops: a training step 1.45x slower than on 2.6). ``x - x.detach()`` is exactly zero,
     so the value is the maximum to the bit."""
