@@ -25,7 +25,8 @@ import paddle.nn as nn
 
 from segx.backend.nets import MODELS
 from segx.backend.nets.deeplab import ASPPModule
-from segx.backend.nets.layers import ConvBNReLU, flow_warp, resize, resize_like, spatial_size
+from segx.backend.nets.layers import (ConvBNReLU, checked_indices, flow_warp, resize, resize_like,
+                                      spatial_size)
 
 FINE_CHANNELS = 48
 
@@ -90,17 +91,6 @@ class DecoupledSegNetHead(nn.Layer):
         return [self.final_seg(merged), body_logit, edge_prob]
 
 
-def check_indices(backbone: nn.Layer, indices, needed: int, model: str) -> list:
-    """``indices`` as a list of ``needed`` valid indexes into the backbone's features."""
-    chans = getattr(backbone, "feat_channels", None) or []
-    indices = list(indices) if isinstance(indices, (list, tuple)) else [indices]
-    if len(indices) != needed or any(isinstance(i, bool) or not isinstance(i, int)
-                                     or not -len(chans) <= i < len(chans) for i in indices):
-        raise ValueError(f"{model} backbone_indices={indices}: give {needed} indexes into the "
-                         f"backbone's {len(chans)} features")
-    return indices
-
-
 @MODELS.add
 class DecoupledSegNet(nn.Layer):
     """DecoupledSegNet; arguments and defaults as PaddleSeg's (``aspp_ratios`` (1, 12, 24, 36)
@@ -111,7 +101,7 @@ class DecoupledSegNet(nn.Layer):
                  aspp_ratios=(1, 6, 12, 18), aspp_out_channels: int = 256,
                  align_corners: bool = False, pretrained=None):
         super().__init__()
-        indices = check_indices(backbone, backbone_indices, 2, "DecoupledSegNet")
+        indices = checked_indices(backbone, backbone_indices, "DecoupledSegNet", needed=2)
         self.backbone = backbone
         self.head = DecoupledSegNetHead(num_classes, indices, backbone.feat_channels,
                                         aspp_ratios, aspp_out_channels, align_corners)

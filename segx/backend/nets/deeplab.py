@@ -18,7 +18,8 @@ import paddle
 import paddle.nn as nn
 
 from segx.backend.nets import MODELS
-from segx.backend.nets.layers import ConvBNReLU, SeparableConvBNReLU, resize, spatial_size
+from segx.backend.nets.layers import (ConvBNReLU, SeparableConvBNReLU, picked_channels, resize,
+                                      spatial_size)
 from segx.backend.nets.resnet_vd import MAX_DILATION
 
 DECODER_LOW_CHANNELS = 48
@@ -135,16 +136,6 @@ class DeepLabV3Head(nn.Layer):
         return [self.cls(self.aspp(feats[self.backbone_indices[0]]))]
 
 
-def _picked_channels(backbone: nn.Layer, indices, needed: int, model: str) -> list:
-    chans = getattr(backbone, "feat_channels", None)
-    indices = list(indices)
-    if chans is None or len(indices) != needed or \
-            any(not isinstance(i, int) or not -len(chans) <= i < len(chans) for i in indices):
-        raise ValueError(f"{model} backbone_indices={indices}: give {needed} index(es) into "
-                         f"the backbone's {len(chans or [])} features")
-    return [chans[i] for i in indices]
-
-
 class _DeepLabBase(nn.Layer):
     def _upsample_all(self, logits, x):
         hw = spatial_size(x, self.data_format)
@@ -165,7 +156,7 @@ class DeepLabV3P(_DeepLabBase):
                  aspp_ratios=(1, 6, 12, 18), aspp_out_channels: int = 256,
                  align_corners: bool = False, pretrained=None, data_format: str = "NCHW"):
         super().__init__()
-        chans = _picked_channels(backbone, backbone_indices, 2, "DeepLabV3P")
+        chans = picked_channels(backbone, backbone_indices, 2, "DeepLabV3P")
         self.backbone = backbone
         self.head = DeepLabV3PHead(num_classes, list(backbone_indices), chans, aspp_ratios,
                                    aspp_out_channels, align_corners, data_format=data_format)
@@ -181,7 +172,7 @@ class DeepLabV3(_DeepLabBase):
                  aspp_ratios=(1, 6, 12, 18), aspp_out_channels: int = 256,
                  align_corners: bool = False, pretrained=None):
         super().__init__()
-        chans = _picked_channels(backbone, backbone_indices, 1, "DeepLabV3")
+        chans = picked_channels(backbone, backbone_indices, 1, "DeepLabV3")
         self.backbone = backbone
         self.head = DeepLabV3Head(num_classes, list(backbone_indices), chans, aspp_ratios,
                                   aspp_out_channels, align_corners)

@@ -28,9 +28,9 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from segx.backend.nets import MODELS
-from segx.backend.nets.decoupled_segnet import check_indices
 from segx.backend.nets.deeplab import Decoder, _aspp_branch, _check_rates
-from segx.backend.nets.layers import ConvBNReLU, norm_layer, resize, resize_like, spatial_size
+from segx.backend.nets.layers import (ConvBNReLU, checked_indices, norm_layer, resize, resize_like,
+                                      spatial_size)
 from segx.backend.nets.resnet_vd import BasicBlock
 
 CANNY_LOW, CANNY_HIGH = 10, 100
@@ -153,7 +153,7 @@ class GSCNN(nn.Layer):
         if not hasattr(backbone, "keep_conv1_logit"):
             raise ValueError(f"GSCNN needs a ResNet_vd backbone (its shape stream reads the "
                              f"stem's output), not {type(backbone).__name__}")
-        indices = check_indices(backbone, backbone_indices, 4, "GSCNN")
+        indices = checked_indices(backbone, backbone_indices, "GSCNN", needed=4)
         backbone.keep_conv1_logit = True
         self.backbone = backbone
         self.head = GSCNNHead(num_classes, indices, backbone.feat_channels, aspp_ratios,

@@ -308,29 +308,44 @@ def flow_warp(x, flow, size):
 # --------------------------------------------------------------------------- heads on a backbone
 # Helpers of the context-module networks on a ResNet (PSPNet, ANN, DANet, GCNet).
 
-def picked_channels(backbone: nn.Layer, indices, needed: int | None, model: str) -> list:
-    """The widths of the backbone features ``indices`` select, after checking them:
-    ``needed`` of them (any positive number when None), each a valid index into the
-    backbone's ``feat_channels``. A bad choice is a ValueError naming ``model``."""
+def checked_indices(backbone: nn.Layer, indices, model: str, needed: int | None = None,
+                    at_least: int = 1) -> list:
+    """``indices`` as a list of valid indexes into the backbone's ``feat_channels``: exactly
+    ``needed`` of them, or at least ``at_least``. A bad choice is a ValueError naming
+    ``model`` (the builder turns it into a one-line config error)."""
     chans = list(getattr(backbone, "feat_channels", None) or [])
     picks = list(indices) if isinstance(indices, (list, tuple)) else []
-    count_ok = len(picks) == needed if needed is not None else len(picks) > 0
+    count_ok = len(picks) == needed if needed is not None else len(picks) >= at_least
     if not count_ok or not all(isinstance(i, int) and not isinstance(i, bool)
                                and -len(chans) <= i < len(chans) for i in picks):
-        want = f"{needed} index(es)" if needed is not None else "one or more indices"
+        want = f"{needed} index(es)" if needed is not None else f"{at_least} or more indices"
         raise ValueError(f"{model} backbone_indices={indices!r}: give {want} into the "
                          f"backbone's {len(chans)} features")
-    return [chans[i] for i in picks]
+    return picks
+
+
+def picked_channels(backbone: nn.Layer, indices, needed: int | None, model: str) -> list:
+    """The widths of the backbone features ``indices`` select (checked by
+    :func:`checked_indices`: ``needed`` of them, or any positive number when None)."""
+    chans = list(getattr(backbone, "feat_channels", None) or [])
+    return [chans[i] for i in checked_indices(backbone, indices, model, needed)]
 
 
 class UpsampledHeadNet(nn.Layer):
-    """Backbone, head (a list of logits from the list of features), every logit resized
-    bilinearly to the input's size with ``self.align_corners``."""
+    """Backbone, head (a list of logits from the features :meth:`head_inputs` passes: all of
+    them here), every logit resized bilinearly to the input's size with ``self.align_corners``
+    and ``self.align_mode`` (0 half-pixel, 1 asymmetric; only matters without align_corners)."""
+
+    align_mode = 0
+
+    def head_inputs(self, feats: list) -> list:
+        return feats
 
     def forward(self, x):
-        hw = spatial_size(x)
-        return [resize(t, hw, align_corners=self.align_corners)
-                for t in self.head(self.backbone(x))]
+        size = spatial_size(x)
+        return [F.interpolate(t, size, mode="bilinear", align_corners=self.align_corners,
+                              align_mode=self.align_mode)
+                for t in self.head(self.head_inputs(self.backbone(x)))]
 
 
 # --- h20ctxb: context-module heads (EMANet, ISANet, DNLNet) --------------------------------
@@ -354,13 +369,7 @@ def context_aux_head(num_classes: int, bias: bool) -> nn.Sequential:
 def pick_two_features(backbone: nn.Layer, indices, aux: bool, model: str) -> list:
     """The widths of the backbone features ``indices`` names (a low one for the auxiliary head,
     a deep one for the context head); ValueError naming the setting when they do not fit."""
-    chans = list(getattr(backbone, "feat_channels", None) or [])
-    picked = list(indices) if isinstance(indices, (list, tuple)) else []
-    if len(picked) != 2 or any(isinstance(i, bool) or not isinstance(i, int)
-                               or not -len(chans) <= i < len(chans) for i in picked):
-        raise ValueError(f"{model} backbone_indices={indices!r}: give 2 indexes into the "
-                         f"backbone's {len(chans)} features")
-    widths = [chans[i] for i in picked]
+    widths = picked_channels(backbone, indices, 2, model)
     if aux and widths[0] != CONTEXT_AUX_IN:
         raise ValueError(f"{model} enable_auxiliary_loss: the auxiliary head takes a "
                          f"{CONTEXT_AUX_IN}-channel feature but backbone_indices[0] gives "
@@ -368,21 +377,14 @@ def pick_two_features(backbone: nn.Layer, indices, aux: bool, model: str) -> lis
     return widths
 
 
-class ContextSegModel(nn.Layer):
-    """Backbone, a head on two of its features, each head output upsampled (bilinear) to the
-    input size. Subclasses set ``head`` and ``align_mode`` (0 half-pixel, 1 asymmetric; only
-    matters when ``align_corners`` is False)."""
-
-    align_mode = 0
+class ContextSegModel(UpsampledHeadNet):
+    """:class:`UpsampledHeadNet` whose head takes the two features ``backbone_indices`` picks.
+    Subclasses set ``head`` (and ``align_mode``)."""
 
     def setup(self, backbone: nn.Layer, backbone_indices, align_corners: bool, pretrained):
         self.backbone = backbone
         self.backbone_indices = list(backbone_indices)
         self.align_corners, self.pretrained = align_corners, pretrained
 
-    def forward(self, x):
-        feats = self.backbone(x)
-        outs = self.head([feats[i] for i in self.backbone_indices])
-        size = paddle.shape(x)[2:]
-        return [F.interpolate(t, size, mode="bilinear", align_corners=self.align_corners,
-                              align_mode=self.align_mode) for t in outs]
+    def head_inputs(self, feats: list) -> list:
+        return [feats[i] for i in self.backbone_indices]

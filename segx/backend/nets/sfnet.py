@@ -22,8 +22,8 @@ import paddle
 import paddle.nn as nn
 
 from segx.backend.nets import MODELS
-from segx.backend.nets.layers import (AuxLayer, ConvBNReLU, PPModule, flow_warp, norm_layer,
-                                      resize, resize_like, spatial_size)
+from segx.backend.nets.layers import (AuxLayer, ConvBNReLU, PPModule, checked_indices, flow_warp,
+                                      norm_layer, resize, resize_like, spatial_size)
 
 PPM_BINS = (1, 2, 3, 6)
 
@@ -90,16 +90,6 @@ class SFNetHead(nn.Layer):
         return aux + [self.conv_last(paddle.concat(fused, axis=1))]
 
 
-def _picked(backbone: nn.Layer, indices, model: str) -> list:
-    chans = getattr(backbone, "feat_channels", None) or []
-    indices = list(indices) if isinstance(indices, (list, tuple)) else []
-    if len(indices) < 2 or any(isinstance(i, bool) or not isinstance(i, int)
-                               or not -len(chans) <= i < len(chans) for i in indices):
-        raise ValueError(f"{model} backbone_indices={indices}: give 2 or more indexes into "
-                         f"the backbone's {len(chans)} features, finest first")
-    return indices
-
-
 @MODELS.add
 class SFNet(nn.Layer):
     """SFNet; arguments and defaults as PaddleSeg's (``pretrained``: segx loads weights itself,
@@ -110,7 +100,7 @@ class SFNet(nn.Layer):
                  pretrained=None):
         super().__init__()
         self.backbone = backbone
-        self.backbone_indices = _picked(backbone, backbone_indices, "SFNet")
+        self.backbone_indices = checked_indices(backbone, backbone_indices, "SFNet", at_least=2)
         self.in_channels = [backbone.feat_channels[i] for i in self.backbone_indices]
         self.align_corners, self.pretrained = align_corners, pretrained
         self.enable_auxiliary_loss = enable_auxiliary_loss
