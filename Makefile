@@ -30,8 +30,9 @@ VENVPDX := .venv-paddlex
 STACK_SUITES := tests/test_stack.py tests/test_engines.py tests/test_compat.py \
 	tests/test_config.py tests/test_check_dataset.py tests/test_safe_weights.py \
 	tests/test_predict.py tests/test_serving.py tests/test_zlib_png.py
-# the parity suites: segx's networks, losses and transforms against paddleseg (skipped elsewhere)
-ORACLE_SUITES := tests/test_own_*.py tests/test_parity.py
+# the parity suites: segx's networks, losses and transforms against paddleseg, and the weights
+# tests whose served checkpoints paddleseg builds from the official configs (skipped elsewhere)
+ORACLE_SUITES := tests/test_own_*.py tests/test_parity.py tests/test_weights.py
 
 .PHONY: install demo test test-fast test-paddle26 test-py313 test-paddlex lint clean
 

@@ -112,6 +112,10 @@ def _families() -> list[str]:
 # for them (docs/deployment.md). segx's own flow warp divides by the shape cast to float32,
 # which OpenVINO reads.
 OPENVINO_CANNOT_READ_PADDLESEG = {"DecoupledSegNet-R50", "SFNet-R18"}
+# paddle2onnx 2.1 cannot convert these PIR programs ("the 0th elementwise MUST be
+# ir::FloatAttribute", their upsampling by a scale factor): on Paddle 3 they deploy on Paddle
+# Inference (docs/deployment.md)
+PADDLE2ONNX_CANNOT_CONVERT_PIR = {"Attention_U-Net", "U-Net++", "U-Net3+"}
 
 
 @pytest.mark.slow
@@ -133,8 +137,16 @@ def test_openvino_agrees_with_paddle_on_every_exportable_family(name, tmp_path):
         from segx.backend.onnx import converter_available, paddle_to_onnx
         if not converter_available():
             pytest.skip("OpenVINO reads a PIR program only through ONNX; no paddle2onnx here")
-        paddle_to_onnx(program, tmp_path / "inference.onnx")
-        deploy["onnx"] = {"model": "inference.onnx", "input_shape": [1, 3, 128, 128]}
+        from segx.backend.onnx import ConversionError
+        try:
+            paddle_to_onnx(program, tmp_path / "inference.onnx")
+            deploy["onnx"] = {"model": "inference.onnx", "input_shape": [1, 3, 128, 128]}
+        except ConversionError as exc:  # export records it (onnx_skipped); auto uses Paddle
+            assert name in PADDLE2ONNX_CANNOT_CONVERT_PIR, exc.message
+            x = np.zeros((1, 3, 128, 128), np.float32)
+            record = engine_records(tmp_path, x, "none", deploy)["openvino"]
+            assert record["exact"] is False and "cannot read a PIR" in record["error"]
+            return
     x = np.random.default_rng(0).normal(0, 1, (1, 3, 128, 128)).astype(np.float32)
     record = engine_records(tmp_path, x, "none", deploy)["openvino"]
     from segx.backend import nets
@@ -142,7 +154,9 @@ def test_openvino_agrees_with_paddle_on_every_exportable_family(name, tmp_path):
             and program.suffix == ".pdmodel":
         assert record["exact"] is False and "Fail to convert" in record["error"]
         return
-    assert record["exact"], record
+    # on the ONNX of a PIR program a near-tie of random logits may flip a pixel (ANN): export
+    # then records "not exact" and auto leaves OpenVINO out; the logits must still agree
+    assert record["exact"] or program.suffix == ".json", record
     ref = PaddleInference(program, tmp_path / "inference.pdiparams")(x)
     out = OpenVINOEngine(tmp_path / openvino_source(deploy)[0], "fp32", None)(x)
     assert out.shape == ref.shape

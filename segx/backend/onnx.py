@@ -70,4 +70,6 @@ def _reason(done: subprocess.CompletedProcess) -> str:
     errors = [ln for ln in lines if ("[ERROR]" in ln or "Failed to" in ln)
               and "unsupported features" not in ln]
     picked = errors or [ln for ln in lines if "Error" in ln] or [f"exit code {done.returncode}"]
-    return re.sub(r"^(\[ERROR\])?\s*(\[Paddle2ONNX\])?\s*", "", picked[0])[:300]
+    line = re.sub(r"\x1b\[[0-9;]*m", "", picked[0])  # colours
+    line = re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\S*\s*", "", line.strip())  # time
+    return re.sub(r"^(\[ERROR\])?\s*(\[Paddle2ONNX\])?\s*", "", line)[:300]

@@ -32,8 +32,10 @@ def train_result(trainer: Trainer, done: bool) -> dict:
                           "pdstates": folder.relative(folder.best_states)}
         exported = folder.best_inference
         if (exported / "inference.yml").is_file():
+            program = "inference.json" if (exported / "inference.json").is_file() \
+                else "inference.pdmodel"  # Paddle 3 writes a PIR program, 2.6 a .pdmodel
             models["best"].update({key: folder.relative(exported / name) for key, name in (
-                ("inference_config", "inference.yml"), ("pdmodel", "inference.pdmodel"),
+                ("inference_config", "inference.yml"), ("pdmodel", program),
                 ("pdiparams", "inference.pdiparams"))})
     return {"model_name": run.model_name,
             "label_dict": {str(i): n for i, n in enumerate(run.class_names)},
