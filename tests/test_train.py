@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import zlib  # noqa: F401
 
+import importlib.util
 import json
 import os
 import shutil
@@ -53,7 +54,10 @@ def test_train_output_layout_and_result(run_dir):
     assert best["score"] == max(m["score"] for k, m in res["models"].items() if k != "best")
     for key in ("pdparams", "pdstates", "inference_config", "pdmodel", "pdiparams"):
         assert (run_dir / best[key]).is_file()
-    assert list(run_dir.glob("vdlrecords.*")) and res["visualdl_log"].startswith("vdlrecords")
+    if importlib.util.find_spec("visualdl"):  # optional: paddleseg used to bring it along
+        assert list(run_dir.glob("vdlrecords.*")) and res["visualdl_log"].startswith("vdlrecords")
+    else:
+        assert not list(run_dir.glob("vdlrecords.*")) and res["visualdl_log"] == ""
     log = (run_dir / "train.log").read_text()
     assert "[TRAIN] iter 8/8 loss" in log and "img/s" in log and "ETA" in log
     assert log.count("[EVAL] iter") == 2

@@ -247,13 +247,19 @@ def _best_ms(engine, probe: np.ndarray) -> float:
     return round(best * 1000, 2)
 
 
+class OnnxDisagrees(SegxError):
+    """ONNX Runtime's class map differs from Paddle Inference's: never kept. Fatal where ONNX was
+    asked for (``Export.formats``); a default (Paddle 3) export records it as ``onnx_skipped``
+    and deploys on Paddle."""
+
+
 def onnx_export(model, run_cfg: Config, program: Path, options: ExportOptions,
                 probe: np.ndarray) -> dict:
     """``{"onnx": record}`` when this export writes ONNX, ``{"onnx_skipped": reason}`` when
     it would but cannot, else ``{}``. ONNX is written when asked (``Export.formats`` with onnx:
     any failure is an error) and by default for a Paddle 3 (PIR) export, which OpenVINO can read
-    only as ONNX (there a missing converter or a conversion failure is reported, not fatal). A
-    disagreement with Paddle Inference is always fatal."""
+    only as ONNX (there a missing converter, a failed conversion or an ONNX that disagrees with
+    Paddle Inference is reported and no ONNX kept). A disagreeing ONNX is never kept."""
     from segx.backend.onnx import ConversionError, converter_available, no_converter_reason
     from segx.backend.predictor import is_pir
     asked = options.formats is not None and "onnx" in options.formats
@@ -263,8 +269,8 @@ def onnx_export(model, run_cfg: Config, program: Path, options: ExportOptions,
         return {"onnx_skipped": no_converter_reason()}
     try:
         return {"onnx": to_onnx(model, run_cfg, program, options, probe)}
-    except ConversionError as exc:
-        if asked:
+    except SegxError as exc:  # a failed conversion, or an ONNX that disagrees (then removed)
+        if asked or not isinstance(exc, (ConversionError, OnnxDisagrees)):
             raise
         return {"onnx_skipped": exc.message}
 
@@ -334,7 +340,7 @@ def _convert_checked(program: Path, target: Path, shape: list | None, x: np.ndar
     equal = min(float((labels(o) == labels(paddle(i))).mean()) for o, i in zip(outs, inputs))
     if equal < MIN_ARGMAX_AGREEMENT:
         target.unlink(missing_ok=True)
-        raise SegxError(f"the ONNX export disagrees with the Paddle one ({equal:.4%} equal "
+        raise OnnxDisagrees(f"the ONNX export disagrees with the Paddle one ({equal:.4%} equal "
                         "pixels).", solution="export with -o Export.formats=[paddle], or report "
                                              "this with the model name.")
     return {"model": target.name, "input_shape": list(shape) if shape else

@@ -30,7 +30,7 @@ import paddle.nn.functional as F
 
 from segx.backend.nets import MODELS
 from segx.backend.nets.layers import (AuxLayer, ConvBN, ConvBNReLU, UpsampledHeadNet,
-                                      picked_channels)
+                                      adaptive_avg_pool2d, picked_channels)
 
 POOL_SIZES = (1, 3, 6, 8)
 ATTENTION_DROPOUT = 0.05
@@ -46,7 +46,7 @@ def _check_psp_size(psp_size) -> None:
 def pooled_positions(x):
     """[N, C, 110]: ``x`` average-pooled to each grid of POOL_SIZES, flattened, side by side."""
     channels = x.shape[1]
-    grids = [paddle.reshape(F.adaptive_avg_pool2d(x, s), [0, channels, -1]) for s in POOL_SIZES]
+    grids = [paddle.reshape(adaptive_avg_pool2d(x, s), [0, channels, -1]) for s in POOL_SIZES]
     return paddle.concat(grids, axis=-1)
 
 
