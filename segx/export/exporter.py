@@ -371,7 +371,7 @@ def int8_export(run_cfg: Config, folder: Path, options: ExportOptions, probe: np
     from segx.inference.engines import OpenVINOEngine, Resized, openvino_source
     from segx.inference.preprocess import preprocessor
     from segx.export.int8 import INT8_MODEL, calibrate, compare
-    source = openvino_source(deploy)
+    source = openvino_source({**deploy, "input_shape": options.shape})
     if not source:
         raise ConfigError("int8 needs OpenVINO, which reads a Paddle 3 (PIR) export only through "
                           f"its ONNX, and this export has none ({deploy.get('onnx_skipped')}).",
