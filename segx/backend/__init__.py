@@ -214,18 +214,26 @@ def build_model(arch: dict, num_classes: int,
     """
     dygraph()
     with paddle.utils.unique_name.guard():
-        manager, mine = None, isinstance(arch, dict) and arch.get("type") in nets.MODELS
-        if not (nets.owns(arch) and nets.prefer_own(use_paddleseg)) and \
-                not (mine and not paddleseg_installed()):  # (then segx's names the bad part)
-            manager = paddleseg_manager("Arch", arch.get("type") if isinstance(arch, dict)
-                                        else None, nets.MODELS)
-            if nets.owns(arch) and arch["type"] not in manager.MODELS.components_dict:
-                manager = None  # a network paddleseg lacks (SeaFormer): segx's own either way
+        manager = _paddleseg_tables(arch, use_paddleseg)
         if manager is None:
             return _build(arch, nets.MODELS, "Arch", {"num_classes": num_classes},
                           {"backbone": nets.BACKBONES})
         return _build(arch, manager.MODELS, "Arch", {"num_classes": num_classes},
                       {"backbone": manager.BACKBONES})
+
+
+def _paddleseg_tables(arch: object, use_paddleseg: bool | None):
+    """paddleseg's tables when ``arch`` comes from paddleseg (asked for, or a type segx lacks);
+    None when segx's own code builds it."""
+    if nets.owns(arch) and nets.prefer_own(use_paddleseg):
+        return None
+    if isinstance(arch, dict) and arch.get("type") in nets.MODELS and not paddleseg_installed():
+        return None  # segx's tables then name the part it lacks (a backbone, say)
+    manager = paddleseg_manager("Arch", arch.get("type") if isinstance(arch, dict) else None,
+                                nets.MODELS)
+    if nets.owns(arch) and arch["type"] not in manager.MODELS.components_dict:
+        return None  # a network paddleseg lacks (SeaFormer): segx's own either way
+    return manager
 
 
 def set_device(device: str) -> None:
